@@ -1,0 +1,3 @@
+"""headstart: a self-hostable user onboarding engine."""
+
+__version__ = "0.1.0"

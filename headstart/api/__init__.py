@@ -1,0 +1,1 @@
+"""HTTP interfaces: the Segment-compatible ingest API and the admin read API."""

@@ -1,0 +1,65 @@
+"""The FastAPI application: routers, and one handler that renders every error as JSON."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from headstart import __version__
+from headstart.api.ingest_routes import ingest_router
+from headstart.api.read_routes import read_router
+from headstart.api.responses import JSONBytes
+from headstart.errors import HeadstartError, Overloaded
+from headstart.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="headstart",
+        version=__version__,
+        description="Segment-compatible ingest and onboarding state.",
+        default_response_class=JSONBytes,
+        redirect_slashes=False,
+    )
+    app.include_router(ingest_router(runtime))
+    app.include_router(read_router(runtime))
+
+    @app.get("/health", tags=["status"], summary="Liveness check")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.exception_handler(HeadstartError)
+    async def headstart_error(request: Request, exc: HeadstartError) -> JSONBytes:
+        headers = {}
+        if isinstance(exc, Overloaded):
+            headers["Retry-After"] = str(exc.retry_after)
+        if exc.status >= 500:
+            logger.warning(
+                "%s %s -> %d %s: %s",
+                request.method,
+                request.url.path,
+                exc.status,
+                exc.code,
+                exc.message,
+            )
+        return JSONBytes(exc.to_dict(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONBytes:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return JSONBytes({"code": "invalid", "message": problems}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONBytes:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONBytes({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+
+    return app

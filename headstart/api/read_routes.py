@@ -1,0 +1,82 @@
+"""Admin read API: persons, the onboarding report and processing status."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from headstart.api.persons import person_view
+from headstart.errors import InvalidInput, NotFound
+from headstart.onboarding.report import build_report, load_cohort
+from headstart.runtime import Runtime
+from headstart.timeutil import parse_iso
+
+
+def read_router(runtime: Runtime) -> APIRouter:
+    def require_admin(request: Request) -> None:
+        header = request.headers.get("authorization") or ""
+        scheme, _, token = header.partition(" ")
+        runtime.admin.check(token.strip() if scheme.lower() == "bearer" else None)
+
+    router = APIRouter(
+        prefix="/api", tags=["admin"], dependencies=[Depends(require_admin)], redirect_slashes=False
+    )
+
+    def settle(wait: bool) -> None:
+        if wait:
+            runtime.wait_for_processor()
+
+    @router.get("/persons/{identifier}", summary="A person with traits and onboarding state")
+    def get_person(
+        identifier: str,
+        wait: Annotated[
+            bool,
+            Query(
+                description="Wait (up to 10 s) until every event logged "
+                "before this request is processed."
+            ),
+        ] = False,
+        recent: Annotated[int, Query(ge=0, le=1000)] = 20,
+    ) -> dict[str, Any]:
+        settle(wait)
+        return person_view(runtime.state, runtime.log, runtime.plan(), identifier, recent)
+
+    @router.get("/report", summary="Onboarding report: milestones, activation, TTV, drop-off")
+    def get_report(
+        signup_from: Annotated[str | None, Query(description="ISO-8601, inclusive")] = None,
+        signup_to: Annotated[str | None, Query(description="ISO-8601, exclusive")] = None,
+        wait: bool = False,
+    ) -> dict[str, Any]:
+        settle(wait)
+        plan = runtime.plan()
+        if plan is None:
+            raise NotFound(
+                "no onboarding plan is installed; run `headstart plan apply FILE`", code="no_plan"
+            )
+        cohort = load_cohort(
+            runtime.state, _instant(signup_from, "signup_from"), _instant(signup_to, "signup_to")
+        )
+        return build_report(plan, cohort, runtime.clock.now_us())
+
+    @router.get("/status", summary="Log head and processor offset")
+    def get_status() -> dict[str, Any]:
+        head = runtime.log.head()
+        offset = runtime.state.offset()
+        return {
+            "log_head": head,
+            "processed": offset,
+            "lag": head - offset,
+            "plan_installed": runtime.plan() is not None,
+        }
+
+    return router
+
+
+def _instant(value: str | None, field: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        raise InvalidInput(f"{field}={value!r} is not an ISO-8601 timestamp") from None

@@ -1,0 +1,77 @@
+"""The event types headstart accepts, as the Segment spec defines them, and the logged form.
+
+The wire models validate one message at the HTTP boundary. Their field names follow the Segment
+spec (camelCase), because that is what the official SDKs send. Inside headstart, an event is a
+``LoggedEvent``: a row of the event log with its sequence number and corrected timestamp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MessageType = Literal["track", "identify", "page", "screen", "group", "alias"]
+MESSAGE_TYPES: tuple[MessageType, ...] = ("track", "identify", "page", "screen", "group", "alias")
+
+PAGE_EVENT = "Page Viewed"
+SCREEN_EVENT = "Screen Viewed"
+
+
+@dataclass(slots=True, frozen=True)
+class LoggedEvent:
+    """One event as the log stores it.
+
+    ``timestamp`` is the corrected instant used by every later stage, in UTC microseconds.
+    ``body`` is the normalized message: the fields the client sent plus ``messageId``,
+    ``originalTimestamp``, ``sentAt``, ``receivedAt`` and the corrected ``timestamp``.
+    """
+
+    seq: int
+    source_id: str
+    message_id: str
+    type: MessageType
+    event: str | None
+    user_id: str | None
+    anonymous_id: str | None
+    timestamp: int
+    received_at: int
+    body: dict[str, Any]
+
+    @property
+    def previous_id(self) -> str | None:
+        value = self.body.get("previousId")
+        return None if value is None else str(value)
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return self.body.get("properties") or {}
+
+    @property
+    def traits(self) -> dict[str, Any]:
+        """Traits from an identify call, or ``context.traits`` on any other call."""
+        if self.type in ("identify", "group"):
+            return self.body.get("traits") or {}
+        context = self.body.get("context") or {}
+        traits = context.get("traits")
+        return traits if isinstance(traits, dict) else {}
+
+    @property
+    def context_traits(self) -> dict[str, Any]:
+        context = self.body.get("context") or {}
+        traits = context.get("traits")
+        return traits if isinstance(traits, dict) else {}
+
+
+def counted_name(message_type: str, event: str | None) -> str | None:
+    """Return the name an event is counted and matched under, or None for identify/alias/group.
+
+    A track call counts under its event name. Page and screen calls count as ``Page Viewed``
+    and ``Screen Viewed``, with the page name in ``properties.name``.
+    """
+    if message_type == "track":
+        return event
+    if message_type == "page":
+        return PAGE_EVENT
+    if message_type == "screen":
+        return SCREEN_EVENT
+    return None

@@ -1,0 +1,148 @@
+"""Map an event's ids to one person, merging persons when ids are seen together.
+
+Identifiers are typed: ``user_id`` and ``anonymous_id``. Merges happen on identify, on alias
+(previousId -> userId) and on any event that carries both ids. A person has at most one user
+id: a merge that would join two different user ids is refused and recorded as an
+``identity_conflict`` warning on both persons; the event then goes to the person of its user id.
+Placeholder ids from the blocklist are ignored, so they can never join unrelated persons.
+"""
+
+from __future__ import annotations
+
+from headstart.events import LoggedEvent
+from headstart.processor.workspace import Workspace
+from headstart.profiles.person import Person
+
+
+class IdentityResolver:
+    def __init__(self, workspace: Workspace, blocklist: frozenset[str], keep: dict[str, int]):
+        self.ws = workspace
+        self.blocklist = blocklist
+        self.keep = keep
+
+    def usable(self, value: str | None) -> str | None:
+        if value is None or value.strip().lower() in self.blocklist:
+            return None
+        return value
+
+    def resolve(self, event: LoggedEvent) -> Person | None:
+        """Return the person the event belongs to after any merge it causes, or None."""
+        user_id = self.usable(event.user_id)
+        anonymous_id = self.usable(event.anonymous_id)
+        if event.type == "alias":
+            previous = self.usable(event.previous_id)
+            if user_id is not None and previous is not None:
+                person = self._alias(event, previous, user_id)
+                if anonymous_id is not None:
+                    self._attach_anonymous(event, person, anonymous_id)
+                return person
+        if user_id is not None:
+            person = self._user(event, user_id)
+            if anonymous_id is not None:
+                self._attach_anonymous(event, person, anonymous_id)
+            return person
+        if anonymous_id is not None:
+            return self._anonymous(event, anonymous_id)
+        return None
+
+    def _user(self, event: LoggedEvent, user_id: str) -> Person:
+        person_id = self.ws.person_id_of("user_id", user_id)
+        if person_id is not None:
+            return self.ws.person(person_id)
+        person = self.ws.create("user_id", user_id, event.seq)
+        self.ws.bind("user_id", user_id, person)
+        return person
+
+    def _anonymous(self, event: LoggedEvent, anonymous_id: str) -> Person:
+        person_id = self.ws.person_id_of("anonymous_id", anonymous_id)
+        if person_id is not None:
+            return self.ws.person(person_id)
+        person = self.ws.create("anonymous_id", anonymous_id, event.seq)
+        self.ws.bind("anonymous_id", anonymous_id, person)
+        return person
+
+    def _attach_anonymous(self, event: LoggedEvent, person: Person, anonymous_id: str) -> None:
+        """Join the anonymous id's person (if any) to ``person``, the identified side."""
+        other_id = self.ws.person_id_of("anonymous_id", anonymous_id)
+        if other_id is None:
+            self.ws.bind("anonymous_id", anonymous_id, person)
+            return
+        if other_id == person.person_id:
+            return
+        self._join(
+            event,
+            person,
+            self.ws.person(other_id),
+            reason=event.type,
+            link=("anonymous_id", anonymous_id),
+        )
+
+    def _alias(self, event: LoggedEvent, previous: str, user_id: str) -> Person:
+        previous_pid = self.ws.person_id_of("user_id", previous)
+        kind = "user_id"
+        if previous_pid is None:
+            kind = "anonymous_id"
+            previous_pid = self.ws.person_id_of("anonymous_id", previous)
+        user_pid = self.ws.person_id_of("user_id", user_id)
+
+        if previous_pid is None:
+            person = self._user(event, user_id)
+            self.ws.bind("anonymous_id", previous, person)
+            return person
+        previous_person = self.ws.person(previous_pid)
+        if user_pid is None:
+            if previous_person.user_id is None:
+                self.ws.bind("user_id", user_id, previous_person)
+                return previous_person
+            person = self._user(event, user_id)
+            self._conflict(event, person, previous_person, link=(kind, previous))
+            return person
+        person = self.ws.person(user_pid)
+        if user_pid != previous_pid:
+            self._join(event, person, previous_person, reason="alias", link=(kind, previous))
+        return person
+
+    def _join(
+        self,
+        event: LoggedEvent,
+        identified: Person,
+        other: Person,
+        *,
+        reason: str,
+        link: tuple[str, str],
+    ) -> None:
+        if other.user_id is not None and other.user_id != identified.user_id:
+            self._conflict(event, identified, other, link=link)
+            return
+        survivor, loser = _survivor(identified, other)
+        detail = {
+            "link": {"kind": link[0], "value": link[1]},
+            "survivor_user_id": survivor.user_id,
+            "merged_user_id": loser.user_id,
+            "merged_anonymous_ids": loser.anonymous_ids[:20],
+            "message_id": event.message_id,
+        }
+        self.ws.record_merge(event.seq, event.timestamp, survivor, loser, reason, detail)
+        self.ws.merge(survivor, loser, self.keep)
+
+    def _conflict(
+        self, event: LoggedEvent, person: Person, other: Person, *, link: tuple[str, str]
+    ) -> None:
+        message = (
+            f"not merged: {link[0]} {link[1]!r} links user ids {person.user_id!r} and "
+            f"{other.user_id!r} (event {event.message_id}); a person has one user id, so merge "
+            "them explicitly if they are the same person"
+        )
+        self.ws.warn(event.seq, event.timestamp, person, "identity_conflict", message)
+        self.ws.warn(event.seq, event.timestamp, other, "identity_conflict", message)
+
+
+def _survivor(identified: Person, other: Person) -> tuple[Person, Person]:
+    """Keep the person with a user id, else the one created first."""
+    if identified.user_id is not None and other.user_id is None:
+        return identified, other
+    if other.user_id is not None and identified.user_id is None:
+        return other, identified
+    if other.created_seq < identified.created_seq:
+        return other, identified
+    return identified, other

@@ -1,0 +1,177 @@
+"""Apply the event log to derived state in batches, one transaction per batch.
+
+Each batch runs identity -> profile -> onboarding evidence for every event in log order, then
+writes the changed persons and the new log offset in one SQLite transaction. A crash before
+the commit loses the whole batch's effects and the batch is read again; a crash after it
+never applies the batch twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+
+from headstart.events import LoggedEvent, counted_name
+from headstart.identity.resolver import IdentityResolver
+from headstart.log.base import EventLog
+from headstart.plan.load import plan_hash
+from headstart.plan.match import Predicate, compile_matcher
+from headstart.plan.model import DEFAULT_BLOCKLIST, Plan
+from headstart.processor.workspace import Workspace
+from headstart.profiles.person import Person
+from headstart.state.store import OFFSET_KEY, PLAN_KEY, StateStore
+
+logger = logging.getLogger(__name__)
+
+NO_PLAN = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPlan:
+    """The plan's matchers indexed by event name, so each event costs one dict lookup."""
+
+    plan: Plan | None
+    signup: dict[str, list[Predicate]]
+    milestones: dict[str, list[tuple[str, int, Predicate]]]
+    keep: dict[str, int]
+    blocklist: frozenset[str]
+    digest: str
+
+    @classmethod
+    def build(cls, plan: Plan | None) -> CompiledPlan:
+        signup: dict[str, list[Predicate]] = defaultdict(list)
+        milestones: dict[str, list[tuple[str, int, Predicate]]] = defaultdict(list)
+        if plan is None:
+            return cls(None, {}, {}, {}, frozenset(DEFAULT_BLOCKLIST), NO_PLAN)
+        signup[plan.signup.event].append(compile_matcher(plan.signup))
+        for milestone in plan.milestones:
+            milestones[milestone.event].append(
+                (milestone.name, milestone.min_count, compile_matcher(milestone))
+            )
+        keep = {milestone.name: milestone.min_count for milestone in plan.milestones}
+        return cls(
+            plan, dict(signup), dict(milestones), keep, plan.identity.blocked(), plan_hash(plan)
+        )
+
+
+class Processor:
+    def __init__(
+        self, log: EventLog, store: StateStore, plan: Plan | None, *, batch_size: int = 5000
+    ):
+        self.log = log
+        self.store = store
+        self.batch_size = batch_size
+        self.workspace = Workspace(store)
+        self.compiled = CompiledPlan.build(plan)
+        self._resolver = IdentityResolver(
+            self.workspace, self.compiled.blocklist, self.compiled.keep
+        )
+        self._offset = store.offset()
+
+    @property
+    def offset(self) -> int:
+        return self._offset
+
+    def use_plan(self, plan: Plan | None) -> bool:
+        """Switch to ``plan``; when it differs from the stored one, rebuild state from the log.
+
+        Returns True when a rebuild was started.
+        """
+        self.compiled = CompiledPlan.build(plan)
+        self._resolver = IdentityResolver(
+            self.workspace, self.compiled.blocklist, self.compiled.keep
+        )
+        if self.store.get_meta(PLAN_KEY) == self.compiled.digest:
+            return False
+        logger.info("plan changed (now %s); rebuilding state from the log", self.compiled.digest)
+        with self.store.transaction():
+            self.store.reset_derived()
+            self.store.set_meta(PLAN_KEY, self.compiled.digest)
+        self.workspace.drop_caches()
+        self._offset = 0
+        return True
+
+    def run_once(self) -> int:
+        """Process one batch; return the number of events applied (0 when caught up)."""
+        events = self.log.read(self._offset, self.batch_size)
+        if not events:
+            return 0
+        try:
+            with self.store.transaction():
+                stored = self.store.offset()
+                if stored != self._offset:
+                    # Another processor committed since we read; start again from its offset.
+                    raise _Fenced(stored)
+                for event in events:
+                    self._apply_guarded(event)
+                self.workspace.flush(self.compiled.plan)
+                self.store.set_meta(OFFSET_KEY, str(events[-1].seq))
+                self.store.set_meta(PLAN_KEY, self.compiled.digest)
+        except _Fenced as fenced:
+            logger.warning("log offset moved to %d under this processor; reloading", fenced.offset)
+            self.workspace.drop_caches()
+            self._offset = fenced.offset
+            return 0
+        except BaseException:
+            self.workspace.drop_caches()
+            raise
+        self._offset = events[-1].seq
+        self.workspace.after_commit()
+        return len(events)
+
+    def catch_up(self) -> int:
+        """Process until the log head seen at the start; return the number of events applied."""
+        total = 0
+        while True:
+            applied = self.run_once()
+            if applied == 0:
+                return total
+            total += applied
+
+    def _apply_guarded(self, event: LoggedEvent) -> None:
+        """Apply one event; a bug triggered by one event is recorded, not fatal to the batch."""
+        try:
+            self.apply(event)
+        except Exception as exc:
+            logger.exception(
+                "failed to apply event seq=%d message_id=%s", event.seq, event.message_id
+            )
+            self.store.record_failure(event.seq, f"{type(exc).__name__}: {exc}")
+
+    def apply(self, event: LoggedEvent) -> None:
+        person = self._resolver.resolve(event)
+        if person is None:
+            return
+        person.see(event.timestamp)
+        if event.type == "identify":
+            person.set_traits(event.traits, event.timestamp, event.seq)
+        else:
+            context_traits = event.context_traits
+            if context_traits:
+                person.set_traits(context_traits, event.timestamp, event.seq)
+        if event.type == "group":
+            group_id = event.body.get("groupId")
+            if group_id is not None and str(group_id) not in person.groups:
+                person.groups.append(str(group_id))
+
+        name = counted_name(event.type, event.event)
+        if name is not None:
+            person.count(name)
+            self._match_onboarding(name, event, person)
+        self.workspace.touch(person)
+
+    def _match_onboarding(self, name: str, event: LoggedEvent, person: Person) -> None:
+        for predicate in self.compiled.signup.get(name, ()):
+            if predicate(event):
+                person.record_signup(event.timestamp)
+                break
+        for milestone, keep, predicate in self.compiled.milestones.get(name, ()):
+            if predicate(event):
+                person.record_evidence(milestone, event.timestamp, keep)
+
+
+class _Fenced(Exception):
+    def __init__(self, offset: int):
+        super().__init__(offset)
+        self.offset = offset

@@ -1,0 +1,95 @@
+"""The objects one server process shares: log, sources, state reader, writer, plan."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from headstart.datadir import DataDir
+from headstart.errors import PlanError
+from headstart.ingest.normalize import Limits
+from headstart.ingest.service import IngestService
+from headstart.ingest.writer import GroupCommitWriter
+from headstart.log.sqlite_log import SQLiteEventLog
+from headstart.plan.model import DEFAULT_BLOCKLIST, Plan
+from headstart.sources import AdminKey, SourceRegistry
+from headstart.sqlite import connect
+from headstart.state.store import StateStore
+from headstart.timeutil import Clock, SystemClock
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    data_dir: DataDir
+    log: SQLiteEventLog
+    sources: SourceRegistry
+    admin: AdminKey
+    state: StateStore
+    writer: GroupCommitWriter
+    ingest: IngestService
+    clock: Clock
+    _plan: Plan | None = None
+    _plan_signature: tuple[float, int] | None = field(default=None)
+
+    @classmethod
+    def open(
+        cls, data_dir: DataDir, *, clock: Clock | None = None, limits: Limits | None = None
+    ) -> Runtime:
+        clock = clock or SystemClock()
+        log = SQLiteEventLog(data_dir.log_path)
+        control = connect(data_dir.log_path, check_same_thread=False)
+        sources = SourceRegistry(control)
+        admin = AdminKey(connect(data_dir.log_path, check_same_thread=False))
+        state = StateStore(data_dir.state_path, check_same_thread=False)
+        writer = GroupCommitWriter(log)
+        runtime = cls(
+            data_dir,
+            log,
+            sources,
+            admin,
+            state,
+            writer,
+            IngestService(sources, writer, clock, frozenset(DEFAULT_BLOCKLIST), limits),
+            clock,
+        )
+        runtime.ingest.blocklist = runtime.blocklist()
+        return runtime
+
+    def plan(self) -> Plan | None:
+        """Return the installed plan, reloading it when the file changed."""
+        path = self.data_dir.plan_path
+        signature = (path.stat().st_mtime, path.stat().st_size) if path.exists() else None
+        if signature != self._plan_signature:
+            try:
+                self._plan = self.data_dir.load_plan()
+            except PlanError as exc:
+                logger.error("plan.yaml is invalid, keeping the previous plan:\n%s", exc)
+            self._plan_signature = signature
+            self.ingest.blocklist = self.blocklist()
+        return self._plan
+
+    def blocklist(self) -> frozenset[str]:
+        plan = self._plan
+        return plan.identity.blocked() if plan is not None else frozenset(DEFAULT_BLOCKLIST)
+
+    def wait_for_processor(self, timeout_s: float = 10.0) -> bool:
+        """Wait until the processor has applied every event logged before this call."""
+        target = self.log.head()
+        deadline = time.monotonic() + timeout_s
+        while self.state.offset() < target:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def start(self) -> None:
+        self.plan()
+        self.writer.start()
+
+    def close(self) -> None:
+        self.writer.stop()
+        self.log.close()
+        self.state.close()
