@@ -7,8 +7,9 @@ spec (camelCase), because that is what the official SDKs send. Inside headstart,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 MessageType = Literal["track", "identify", "page", "screen", "group", "alias"]
 MESSAGE_TYPES: tuple[MessageType, ...] = ("track", "identify", "page", "screen", "group", "alias")
@@ -17,25 +18,70 @@ PAGE_EVENT = "Page Viewed"
 SCREEN_EVENT = "Screen Viewed"
 
 
-@dataclass(slots=True, frozen=True)
 class LoggedEvent:
     """One event as the log stores it.
 
     ``timestamp`` is the corrected instant used by every later stage, in UTC microseconds.
     ``body`` is the normalized message: the fields the client sent plus ``messageId``,
-    ``originalTimestamp``, ``sentAt``, ``receivedAt`` and the corrected ``timestamp``.
+    ``originalTimestamp``, ``sentAt``, ``receivedAt`` and the corrected ``timestamp``. It is
+    parsed from the stored JSON on first use, because most stages need only the columns.
     """
 
-    seq: int
-    source_id: str
-    message_id: str
-    type: MessageType
-    event: str | None
-    user_id: str | None
-    anonymous_id: str | None
-    timestamp: int
-    received_at: int
-    body: dict[str, Any]
+    __slots__ = (
+        "_body",
+        "_raw",
+        "anonymous_id",
+        "event",
+        "message_id",
+        "received_at",
+        "seq",
+        "source_id",
+        "timestamp",
+        "type",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        source_id: str,
+        message_id: str,
+        type: MessageType,
+        event: str | None,
+        user_id: str | None,
+        anonymous_id: str | None,
+        timestamp: int,
+        received_at: int,
+        body: dict[str, Any] | None = None,
+        raw: bytes | None = None,
+    ):
+        self.seq = seq
+        self.source_id = source_id
+        self.message_id = message_id
+        self.type = type
+        self.event = event
+        self.user_id = user_id
+        self.anonymous_id = anonymous_id
+        self.timestamp = timestamp
+        self.received_at = received_at
+        self._body = body
+        self._raw = raw
+
+    def __repr__(self) -> str:
+        return f"LoggedEvent(seq={self.seq}, type={self.type!r}, event={self.event!r})"
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = orjson.loads(self._raw) if self._raw is not None else {}
+        return self._body
+
+    @property
+    def may_carry_traits(self) -> bool:
+        """False when the stored JSON has no "traits" key anywhere, checked without parsing."""
+        if self._body is not None or self._raw is None:
+            return True
+        return b'"traits"' in self._raw
 
     @property
     def previous_id(self) -> str | None:

@@ -30,9 +30,8 @@ def person_view(
             code="person_not_found",
         )
     identifiers = store.identifiers_of(person.person_id)
-    users = [value for kind, value in identifiers if kind == "user_id"]
-    anonymous = [value for kind, value in identifiers if kind == "anonymous_id"]
-    events = log.events_of(users, anonymous, recent)
+    newest = [seq for _, seq in person.recent[-recent:]] if recent > 0 else []
+    events = sorted(log.events_at(newest), key=lambda e: (e.timestamp, e.seq), reverse=True)
     return {
         "person_id": person.person_id,
         "user_id": person.user_id,

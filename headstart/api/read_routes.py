@@ -37,7 +37,9 @@ def read_router(runtime: Runtime) -> APIRouter:
                 "before this request is processed."
             ),
         ] = False,
-        recent: Annotated[int, Query(ge=0, le=1000)] = 20,
+        recent: Annotated[
+            int, Query(ge=0, le=50, description="How many of the newest events to include.")
+        ] = 20,
     ) -> dict[str, Any]:
         settle(wait)
         return person_view(runtime.state, runtime.log, runtime.plan(), identifier, recent)

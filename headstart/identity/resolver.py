@@ -37,6 +37,9 @@ class IdentityResolver:
                     self._attach_anonymous(event, person, anonymous_id)
                 return person
         if user_id is not None:
+            adopted = self._adopt(event, user_id, anonymous_id)
+            if adopted is not None:
+                return adopted
             person = self._user(event, user_id)
             if anonymous_id is not None:
                 self._attach_anonymous(event, person, anonymous_id)
@@ -44,6 +47,22 @@ class IdentityResolver:
         if anonymous_id is not None:
             return self._anonymous(event, anonymous_id)
         return None
+
+    def _adopt(self, event: LoggedEvent, user_id: str, anonymous_id: str | None) -> Person | None:
+        """Give a new user id to the anonymous person it arrives with: no merge is needed.
+
+        This is the common first identify call. Returns None when it does not apply.
+        """
+        if anonymous_id is None or self.ws.person_id_of("user_id", user_id) is not None:
+            return None
+        person_id = self.ws.person_id_of("anonymous_id", anonymous_id)
+        if person_id is None:
+            return None
+        person = self.ws.person(person_id)
+        if person.user_id is not None:
+            return None
+        self.ws.bind("user_id", user_id, person)
+        return person
 
     def _user(self, event: LoggedEvent, user_id: str) -> Person:
         person_id = self.ws.person_id_of("user_id", user_id)

@@ -33,10 +33,8 @@ class EventLog(Protocol):
         """Return the highest sequence number, or 0 for an empty log."""
         ...
 
-    def events_of(
-        self, user_ids: Sequence[str], anonymous_ids: Sequence[str], limit: int
-    ) -> list[LoggedEvent]:
-        """Return the newest events carrying any of the ids, newest first."""
+    def events_at(self, seqs: Sequence[int]) -> list[LoggedEvent]:
+        """Return the events with these sequence numbers, in sequence order."""
         ...
 
     def close(self) -> None: ...

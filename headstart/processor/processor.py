@@ -103,9 +103,10 @@ class Processor:
                 if stored != self._offset:
                     # Another processor committed since we read; start again from its offset.
                     raise _Fenced(stored)
+                self.workspace.prefetch(events)
                 for event in events:
                     self._apply_guarded(event)
-                self.workspace.flush(self.compiled.plan)
+                self.workspace.flush(self.compiled.plan, events[-1].seq)
                 self.store.set_meta(OFFSET_KEY, str(events[-1].seq))
                 self.store.set_meta(PLAN_KEY, self.compiled.digest)
         except _Fenced as fenced:
@@ -144,9 +145,10 @@ class Processor:
         if person is None:
             return
         person.see(event.timestamp)
+        person.remember_event(event.timestamp, event.seq)
         if event.type == "identify":
             person.set_traits(event.traits, event.timestamp, event.seq)
-        else:
+        elif event.may_carry_traits:
             context_traits = event.context_traits
             if context_traits:
                 person.set_traits(context_traits, event.timestamp, event.seq)
@@ -156,19 +158,23 @@ class Processor:
                 person.groups.append(str(group_id))
 
         name = counted_name(event.type, event.event)
+        changed = False
         if name is not None:
             person.count(name)
-            self._match_onboarding(name, event, person)
-        self.workspace.touch(person)
+            changed = self._match_onboarding(name, event, person)
+        self.workspace.touch(person, rewrite=changed)
 
-    def _match_onboarding(self, name: str, event: LoggedEvent, person: Person) -> None:
+    def _match_onboarding(self, name: str, event: LoggedEvent, person: Person) -> bool:
+        """Record sign-up and milestone evidence; return True when onboarding inputs changed."""
+        changed = False
         for predicate in self.compiled.signup.get(name, ()):
             if predicate(event):
-                person.record_signup(event.timestamp)
+                changed = person.record_signup(event.timestamp)
                 break
         for milestone, keep, predicate in self.compiled.milestones.get(name, ()):
             if predicate(event):
-                person.record_evidence(milestone, event.timestamp, keep)
+                changed = person.record_evidence(milestone, event.timestamp, keep) or changed
+        return changed
 
 
 class _Fenced(Exception):

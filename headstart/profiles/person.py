@@ -15,6 +15,8 @@ from typing import Any
 # The largest number of ids of one kind kept on a person; more are still resolved through the
 # identifiers table but not listed on the profile.
 MAX_LISTED_IDS = 1000
+# How many of a person's newest events the profile points to, by (timestamp, seq).
+RECENT_EVENTS = 50
 
 
 @dataclass(slots=True)
@@ -43,6 +45,20 @@ class Person:
     signup_at: int | None = None
     # milestone name -> earliest matching timestamps, sorted, at most min_count of them
     evidence: dict[str, list[int]] = field(default_factory=dict)
+    # [timestamp, seq] of the newest events, oldest first
+    recent: list[list[int]] = field(default_factory=list)
+
+    def remember_event(self, timestamp: int, seq: int) -> None:
+        recent = self.recent
+        entry = [timestamp, seq]
+        if not recent or entry >= recent[-1]:
+            recent.append(entry)  # the common case: events arrive in time order
+        elif len(recent) >= RECENT_EVENTS and entry <= recent[0]:
+            return
+        else:
+            bisect.insort(recent, entry)
+        if len(recent) > RECENT_EVENTS:
+            del recent[0]
 
     def see(self, timestamp: int) -> None:
         if self.first_seen is None or timestamp < self.first_seen:
@@ -64,16 +80,21 @@ class Person:
         if anonymous_id not in self.anonymous_ids and len(self.anonymous_ids) < MAX_LISTED_IDS:
             self.anonymous_ids.append(anonymous_id)
 
-    def record_signup(self, timestamp: int) -> None:
+    def record_signup(self, timestamp: int) -> bool:
+        """Record a sign-up event; return True when it moved the sign-up time."""
         if self.signup_at is None or timestamp < self.signup_at:
             self.signup_at = timestamp
+            return True
+        return False
 
-    def record_evidence(self, milestone: str, timestamp: int, keep: int) -> None:
+    def record_evidence(self, milestone: str, timestamp: int, keep: int) -> bool:
+        """Record a matching event; return True when the kept timestamps changed."""
         times = self.evidence.setdefault(milestone, [])
         if len(times) >= keep and timestamp >= times[-1]:
-            return
+            return False
         bisect.insort(times, timestamp)
         del times[keep:]
+        return True
 
     def absorb(self, other: Person, keep: dict[str, int]) -> None:
         """Fold ``other`` into this person; ``keep`` gives each milestone's min_count."""
@@ -98,6 +119,8 @@ class Person:
         for milestone, times in other.evidence.items():
             for timestamp in times:
                 self.record_evidence(milestone, timestamp, keep.get(milestone, len(times)))
+        for timestamp, seq in other.recent:
+            self.remember_event(timestamp, seq)
         self.created_seq = min(self.created_seq, other.created_seq)
 
     def to_doc(self) -> dict[str, Any]:
@@ -113,6 +136,7 @@ class Person:
             "groups": self.groups,
             "signup_at": self.signup_at,
             "evidence": self.evidence,
+            "recent": self.recent,
         }
 
     @classmethod
@@ -129,4 +153,5 @@ class Person:
             groups=doc["groups"],
             signup_at=doc["signup_at"],
             evidence=doc["evidence"],
+            recent=doc.get("recent", []),
         )

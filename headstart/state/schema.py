@@ -19,13 +19,17 @@ CREATE TABLE IF NOT EXISTS persons (
     last_seen INTEGER,
     signup_at INTEGER,
     activated_at INTEGER,
+    -- log sequence number of the batch that last wrote the row, for incremental readers
+    updated_seq INTEGER NOT NULL,
     doc BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS persons_signup ON persons (signup_at);
+CREATE INDEX IF NOT EXISTS persons_updated ON persons (updated_seq);
 CREATE TABLE IF NOT EXISTS merged_persons (
     person_id TEXT PRIMARY KEY,
     merged_into TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS merged_persons_into ON merged_persons (merged_into);
 CREATE TABLE IF NOT EXISTS milestones (
     person_id TEXT NOT NULL,
     milestone TEXT NOT NULL,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ import orjson
 from headstart.profiles.person import Person
 from headstart.sqlite import connect
 from headstart.state.schema import DERIVED_TABLES, SCHEMA
+
+PersonRow = tuple[Person, int | None, dict[str, int | None]]
 
 OFFSET_KEY = "log_offset"
 PLAN_KEY = "plan_hash"
@@ -119,10 +121,35 @@ class StateStore:
             ).fetchone()
         return None if row is None else Person.from_doc(orjson.loads(row[0]))
 
-    def save_persons(
-        self, rows: Iterable[tuple[Person, int | None, dict[str, int | None]]]
-    ) -> None:
-        """Write persons with their activation time and milestone times."""
+    def lookup_identifiers(self, kind: str, values: Sequence[str]) -> dict[str, str]:
+        """Return {value: person_id} for the values of ``kind`` that are bound."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(values):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT value, person_id FROM identifiers WHERE kind = ? AND value IN ({marks})",
+                (kind, *chunk),
+            )
+            found.update((str(value), str(person_id)) for value, person_id in rows)
+        return found
+
+    def load_persons(self, person_ids: Sequence[str]) -> list[Person]:
+        persons: list[Person] = []
+        for chunk in _chunks(person_ids):
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(f"SELECT doc FROM persons WHERE person_id IN ({marks})", chunk)
+            persons.extend(Person.from_doc(orjson.loads(doc)) for (doc,) in rows)
+        return persons
+
+    def bind_many(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO identifiers (kind, value, person_id) VALUES (?, ?, ?)"
+            " ON CONFLICT (kind, value) DO UPDATE SET person_id = excluded.person_id",
+            rows,
+        )
+
+    def save_persons(self, rows: Iterable[PersonRow], seq: int) -> None:
+        """Insert or fully rewrite persons with their activation and milestone times."""
         person_rows = []
         milestone_rows: list[tuple[str, str, int]] = []
         ids = []
@@ -136,6 +163,7 @@ class StateStore:
                     person.last_seen,
                     person.signup_at,
                     activated_at,
+                    seq,
                     orjson.dumps(person.to_doc()),
                 )
             )
@@ -143,14 +171,33 @@ class StateStore:
                 (person.person_id, name, at) for name, at in reached.items() if at is not None
             )
         self.conn.executemany(
-            "INSERT OR REPLACE INTO persons (person_id, user_id, first_seen, last_seen, signup_at,"
-            " activated_at, doc) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO persons (person_id, user_id, first_seen, last_seen, signup_at,"
+            " activated_at, updated_seq, doc) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (person_id) DO UPDATE SET user_id = excluded.user_id,"
+            " first_seen = excluded.first_seen, last_seen = excluded.last_seen,"
+            " signup_at = excluded.signup_at, activated_at = excluded.activated_at,"
+            " updated_seq = excluded.updated_seq, doc = excluded.doc",
             person_rows,
         )
         self.conn.executemany("DELETE FROM milestones WHERE person_id = ?", ids)
         self.conn.executemany(
             "INSERT INTO milestones (person_id, milestone, reached_at) VALUES (?, ?, ?)",
             milestone_rows,
+        )
+
+    def update_activity(self, persons: Iterable[Person], seq: int) -> None:
+        """Rewrite only the document and activity columns of existing persons.
+
+        Used when an event changed nothing indexed (no new id, no onboarding change), so
+        SQLite touches one row and no secondary index.
+        """
+        self.conn.executemany(
+            "UPDATE persons SET first_seen = ?, last_seen = ?, updated_seq = ?, doc = ?"
+            " WHERE person_id = ?",
+            [
+                (p.first_seen, p.last_seen, seq, orjson.dumps(p.to_doc()), p.person_id)
+                for p in persons
+            ],
         )
 
     def canonical_person(self, person_id: str) -> str | None:
@@ -236,3 +283,8 @@ class StateStore:
     def close(self) -> None:
         with self.lock:
             self.conn.close()
+
+
+def _chunks(values: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
