@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -40,6 +41,10 @@ def serve(data_dir: DataDir, host: str, port: int, *, announce: bool = True) -> 
         print(f"headstart is serving {data_dir.root} at {url}", flush=True)
         if new_admin_key:
             print(f"admin key (shown once, stored hashed): {new_admin_key}", flush=True)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler
+    # that was installed before it started. With the default handler that kills the process
+    # before the cleanup below runs, so SIGTERM ends in SystemExit(0) instead.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(
             create_app(runtime), host=host, port=port, log_level="warning", access_log=False
@@ -49,6 +54,11 @@ def serve(data_dir: DataDir, host: str, port: int, *, announce: bool = True) -> 
         runtime.close()
         data_dir.server_file.unlink(missing_ok=True)
         lock.close()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    logger.info("received signal %d; stopping", signum)
+    raise SystemExit(0)
 
 
 class ProcessorSupervisor:
