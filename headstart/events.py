@@ -94,12 +94,18 @@ class LoggedEvent:
 
     @property
     def traits(self) -> dict[str, Any]:
-        """Traits from an identify call, or ``context.traits`` on any other call."""
-        if self.type in ("identify", "group"):
+        """Traits from an identify or group call, or ``context.traits`` on any other call.
+
+        An identify call's ``context.traits`` count too, overridden by its top-level traits,
+        because the RudderStack SDKs (rudder-sdk-python 2.1) send identify traits only there.
+        """
+        if self.type == "group":
             return self.body.get("traits") or {}
-        context = self.body.get("context") or {}
-        traits = context.get("traits")
-        return traits if isinstance(traits, dict) else {}
+        if self.type == "identify":
+            context_traits = self.context_traits
+            top_level = self.body.get("traits") or {}
+            return {**context_traits, **top_level} if context_traits else top_level
+        return self.context_traits
 
     @property
     def context_traits(self) -> dict[str, Any]:
