@@ -47,7 +47,13 @@ def serve(data_dir: DataDir, host: str, port: int, *, announce: bool = True) -> 
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(
-            create_app(runtime), host=host, port=port, log_level="warning", access_log=False
+            create_app(runtime),
+            http="httptools",
+            loop="uvloop",
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
         )
     finally:
         processor.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Protocol
 
 MICROS_PER_SECOND = 1_000_000
@@ -43,8 +44,12 @@ def to_iso(micros: int | None) -> str | None:
     if micros is None:
         return None
     seconds, rest = divmod(micros, MICROS_PER_SECOND)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-    return f"{stamp}.{rest // 1000:03d}Z"
+    return f"{_second_text(seconds)}.{rest // 1000:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _second_text(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 class Clock(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -17,6 +18,10 @@ from headstart.errors import InvalidInput, PayloadTooLarge
 from headstart.events import MESSAGE_TYPES
 from headstart.ingest.wire import WIRE_MODELS
 from headstart.timeutil import MICROS_PER_DAY, parse_iso, to_iso
+
+# Bytes normalization may add to an event (ids and four timestamps); the per-event limit is
+# applied to the normalized JSON minus this allowance.
+NORMALIZED_OVERHEAD_BYTES = 256
 
 # Years before this are almost always a zero or a unit mistake (seconds read as milliseconds).
 EARLIEST_TIMESTAMP_US = parse_iso("1990-01-01T00:00:00Z")
@@ -35,7 +40,7 @@ class Limits:
     max_live_age_us: int = 30 * MICROS_PER_DAY
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class IngestContext:
     """What a request knows besides the message itself."""
 
@@ -45,6 +50,14 @@ class IngestContext:
     batch_sent_at: int | None = None
     blocklist: frozenset[str] = field(default_factory=frozenset)
     limits: Limits = field(default_factory=Limits)
+
+    @cached_property
+    def received_at_text(self) -> str | None:
+        return to_iso(self.received_at)
+
+    @cached_property
+    def batch_sent_at_text(self) -> str | None:
+        return to_iso(self.batch_sent_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +86,6 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
             f"each event must be a JSON object, got {type(raw).__name__}", code="invalid_event"
         )
     kind = message_type or _batch_item_type(raw)
-    _check_depth(raw, ctx.limits.max_depth)
-    size = len(orjson.dumps(raw))
-    if size > ctx.limits.max_event_bytes:
-        raise PayloadTooLarge(
-            f"event is {size} bytes, over the limit of {ctx.limits.max_event_bytes} bytes; "
-            "send fewer or smaller properties or traits",
-            code="event_too_large",
-        )
-
     try:
         message = WIRE_MODELS[kind].model_validate(raw)
     except ValidationError as exc:
@@ -98,7 +102,7 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
             code="missing_identity",
         )
 
-    timestamp, client_ts, sent_at = _event_time(
+    timestamp = _event_time(
         message.timestamp, message.originalTimestamp, message.sentAt, ctx
     )
     message_id = message.messageId or f"hs-{uuid.uuid4()}"
@@ -111,11 +115,13 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
     if anonymous_id is not None:
         body["anonymousId"] = anonymous_id
     body["timestamp"] = to_iso(timestamp)
-    body["originalTimestamp"] = to_iso(client_ts)
-    body["sentAt"] = to_iso(sent_at)
-    body["receivedAt"] = to_iso(ctx.received_at)
+    # The client's own values are kept as sent; headstart adds only the corrected timestamp.
+    body["originalTimestamp"] = message.timestamp or message.originalTimestamp
+    body["sentAt"] = message.sentAt or ctx.batch_sent_at_text
+    body["receivedAt"] = ctx.received_at_text
     if kind == "page" or kind == "screen":
         _copy_name_to_properties(body)
+    data = _encode(body, raw, ctx.limits)
 
     return LogRecord(
         source_id=ctx.source_id,
@@ -126,8 +132,28 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
         anonymous_id=anonymous_id,
         timestamp=timestamp,
         received_at=ctx.received_at,
-        body=orjson.dumps(body),
+        body=data,
     )
+
+
+def _encode(body: dict[str, Any], raw: dict[str, Any], limits: Limits) -> bytes:
+    """Serialize the normalized body, enforcing the size and nesting limits."""
+    try:
+        data = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        # orjson refuses more than 254 levels of nesting.
+        _check_depth(raw, limits.max_depth)
+        raise
+    if len(data) > limits.max_event_bytes + NORMALIZED_OVERHEAD_BYTES:
+        raise PayloadTooLarge(
+            f"event is {len(data) - NORMALIZED_OVERHEAD_BYTES} bytes or more, over the limit of "
+            f"{limits.max_event_bytes} bytes; send fewer or smaller properties or traits",
+            code="event_too_large",
+        )
+    # Each level of nesting needs a bracket, so few brackets prove a shallow event.
+    if data.count(b"{") + data.count(b"[") > limits.max_depth:
+        _check_depth(raw, limits.max_depth)
+    return data
 
 
 def _batch_item_type(raw: dict[str, Any]) -> str:
@@ -207,8 +233,8 @@ def _require_alias_ids(raw: dict[str, Any], user_id: str | None, blocklist: froz
 
 def _event_time(
     timestamp: str | None, original: str | None, sent_at: str | None, ctx: IngestContext
-) -> tuple[int, int | None, int | None]:
-    """Return (corrected timestamp, client timestamp, sentAt) in UTC microseconds.
+) -> int:
+    """Return the corrected timestamp in UTC microseconds.
 
     A live event's client clock is corrected as receivedAt - (sentAt - timestamp). A
     historical event keeps its client timestamp as sent.
@@ -226,7 +252,7 @@ def _event_time(
         corrected = ctx.received_at - (sent - client_ts)
 
     _check_bounds(corrected, client_ts, ctx)
-    return corrected, client_ts, sent
+    return corrected
 
 
 def _parse_time(text: str, field_name: str) -> int:
