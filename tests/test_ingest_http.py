@@ -253,6 +253,8 @@ U1 = track("u1")
 # exactly 32 KB is accepted and one sent 1 KB over is rejected. Sizes in between are not checked.
 OVERSIZE_EVENT = LIMITS.max_event_bytes + 1024
 DEEP_ARRAY = b'{"userId":"u1","event":"x","properties":{"a":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+# Deeper than orjson 3.13 serializes (254 levels) but within what it parses (1024 levels).
+ARRAY_300_DEEP = b'{"userId":"u1","event":"x","properties":{"a":' + b"[" * 300 + b"]" * 300 + b"}}"
 MANY_TRAITS = {f"trait_{i}": "v" * 20 for i in range(1200)}
 TOO_MANY = {
     "batch": [{"type": "track", **track(f"u{i}")} for i in range(LIMITS.max_batch_events + 1)]
@@ -306,6 +308,7 @@ REJECTED = [
     bad("traits-over-32kb", "/v1/identify", {"userId": "u1", "traits": MANY_TRAITS}, 413, "event_too_large"),
     bad("traits-nested-33-levels", "/v1/identify", {"userId": "u1", "traits": nested(33)}, 400, "too_deep"),
     bad("arrays-nested-33-levels", "/v1/track", track("u1", properties={"a": nested_list(32)}), 400, "too_deep"),
+    bad("arrays-nested-300-levels", "/v1/track", ARRAY_300_DEEP, 400, "too_deep"),
     bad("batch-over-500kb-raw", "/v1/batch", lambda: padded_batch(LIMITS.max_batch_bytes + 1), 413, "batch_too_large"),
     bad("batch-over-500kb-gzip", "/v1/batch", lambda: gzip.compress(padded_batch(LIMITS.max_batch_bytes + 1)), 413, "batch_too_large"),
     bad("single-call-over-500kb", "/v1/track", lambda: padded_batch(LIMITS.max_batch_bytes + 1), 413, "batch_too_large"),
