@@ -60,9 +60,60 @@ CREATE TABLE IF NOT EXISTS failed_events (
     seq INTEGER PRIMARY KEY,
     error TEXT NOT NULL
 );
+-- Messages to send. The trigger engine inserts rows; the dispatcher only updates the status
+-- columns. Not derived: a rebuild keeps it, so the unique idempotency key stops a replay from
+-- enqueuing a message twice.
+CREATE TABLE IF NOT EXISTS outbox (
+    outbox_id INTEGER PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    person_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    step TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    last_error TEXT,
+    sent_at INTEGER,
+    provider_message_id TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_at);
+-- The in-app inbox, one row per delivered in-app message. Not derived: it records what a
+-- person was shown, which a replay of the log cannot recreate.
+CREATE TABLE IF NOT EXISTS inbox (
+    message_id TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    outbox_id INTEGER NOT NULL,
+    person_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    step TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    content TEXT NOT NULL,
+    delivered_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    status TEXT NOT NULL DEFAULT 'new',
+    shown_at INTEGER,
+    dismissed_at INTEGER,
+    completed_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS inbox_person ON inbox (person_id, status);
+-- Web Push subscriptions that browsers registered, per person. Not derived.
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    endpoint TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL,
+    p256dh TEXT NOT NULL,
+    auth TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    failed_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS push_subscriptions_person ON push_subscriptions (person_id);
 """
 
-# Tables emptied when the state is rebuilt from the log.
+# Tables emptied when the state is rebuilt from the log. The outbox, inbox and push
+# subscriptions are not among them because they record sends and browser registrations.
 DERIVED_TABLES = (
     "identifiers",
     "persons",
