@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
+from headstart.api.identity_routes import identity_router
 from headstart.api.ingest_routes import ingest_router
 from headstart.api.read_routes import read_router
 from headstart.api.responses import JSONBytes
@@ -28,6 +29,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.include_router(ingest_router(runtime))
     app.include_router(read_router(runtime))
+    app.include_router(identity_router(runtime))
 
     @app.get("/health", tags=["status"], summary="Liveness check")
     def health() -> dict[str, str]:

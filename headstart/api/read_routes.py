@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
+from headstart.api.auth import admin_dependency
 from headstart.api.persons import person_view
 from headstart.errors import InvalidInput, NotFound
 from headstart.onboarding.report import build_report, load_cohort
@@ -14,13 +15,11 @@ from headstart.timeutil import parse_iso
 
 
 def read_router(runtime: Runtime) -> APIRouter:
-    def require_admin(request: Request) -> None:
-        header = request.headers.get("authorization") or ""
-        scheme, _, token = header.partition(" ")
-        runtime.admin.check(token.strip() if scheme.lower() == "bearer" else None)
-
     router = APIRouter(
-        prefix="/api", tags=["admin"], dependencies=[Depends(require_admin)], redirect_slashes=False
+        prefix="/api",
+        tags=["admin"],
+        dependencies=[Depends(admin_dependency(runtime))],
+        redirect_slashes=False,
     )
 
     def settle(wait: bool) -> None:

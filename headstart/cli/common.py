@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from headstart.datadir import DataDir
 from headstart.log.sqlite_log import SQLiteEventLog
 from headstart.processor.processor import Processor
+from headstart.processor.worker import ConfigWatcher
 from headstart.state.store import StateStore
 
 console = Console()
@@ -69,8 +70,10 @@ def catch_up(data_dir: DataDir, *, quiet: bool = False, timeout_s: float = 60.0)
             _wait_for_other_processor(log, store, timeout_s)
             return
         try:
+            watcher = ConfigWatcher(data_dir)
+            watcher.poll()
             processor = Processor(log, store, None)
-            processor.use_plan(data_dir.load_plan())
+            processor.use_plan(watcher.plan, watcher.pairs)
             backlog = log.head() - processor.offset
             if backlog <= 0:
                 return

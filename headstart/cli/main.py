@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from headstart.cli import identity as identity_commands
 from headstart.cli.common import (
     DEFAULT_DATA_DIR,
     DataDirOption,
@@ -19,6 +20,7 @@ from headstart.cli.common import (
     print_json,
     progress_bar,
 )
+from headstart.cli.demo import demo_app
 from headstart.cli.render import render_person, render_report
 from headstart.datadir import DataDir
 from headstart.errors import HeadstartError, PlanError
@@ -41,6 +43,7 @@ admin_app = typer.Typer(help="Administrative tasks.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
 app.add_typer(plan_app, name="plan")
 app.add_typer(admin_app, name="admin")
+app.add_typer(demo_app, name="demo")
 
 DATA = Path(DEFAULT_DATA_DIR)
 
@@ -270,6 +273,9 @@ def admin_rotate_key(data_dir: DataDirOption = DATA) -> None:
     """Replace the admin key and print the new one (ignored while HEADSTART_ADMIN_KEY is set)."""
     admin = AdminKey(connect(DataDir.create(data_dir).log_path))
     print(admin.rotate())
+
+
+identity_commands.register(admin_app)
 
 
 @admin_app.command("process")

@@ -5,20 +5,35 @@ Identifiers are typed: ``user_id`` and ``anonymous_id``. Merges happen on identi
 id: a merge that would join two different user ids is refused and recorded as an
 ``identity_conflict`` warning on both persons; the event then goes to the person of its user id.
 Placeholder ids from the blocklist are ignored, so they can never join unrelated persons.
+Admin merges (headstart.identity.admin) may join two user ids; admin separations forbid any
+merge or id attachment that would put two separated identifiers into one person.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from headstart.events import LoggedEvent
+from headstart.identity.admin import ADMIN_SOURCE_ID, AdminMerge, Identifier, admin_merge_of
 from headstart.processor.workspace import Workspace
 from headstart.profiles.person import Person
 
 
 class IdentityResolver:
-    def __init__(self, workspace: Workspace, blocklist: frozenset[str], keep: dict[str, int]):
+    def __init__(
+        self,
+        workspace: Workspace,
+        blocklist: frozenset[str],
+        keep: dict[str, int],
+        separations: Sequence[tuple[Identifier, Identifier]] = (),
+    ):
         self.ws = workspace
         self.blocklist = blocklist
         self.keep = keep
+        self._apart: dict[Identifier, set[Identifier]] = {}
+        for a, b in separations:
+            self._apart.setdefault(a, set()).add(b)
+            self._apart.setdefault(b, set()).add(a)
 
     def usable(self, value: str | None) -> str | None:
         if value is None or value.strip().lower() in self.blocklist:
@@ -26,7 +41,15 @@ class IdentityResolver:
         return value
 
     def resolve(self, event: LoggedEvent) -> Person | None:
-        """Return the person the event belongs to after any merge it causes, or None."""
+        """Return the person the event belongs to after any merge it causes, or None.
+
+        Internal admin events return None: they change identity but are not user activity.
+        """
+        if event.source_id == ADMIN_SOURCE_ID:
+            request = admin_merge_of(event.source_id, event.body)
+            if request is not None:
+                self._admin_merge(event, request)
+            return None
         user_id = self.usable(event.user_id)
         anonymous_id = self.usable(event.anonymous_id)
         if event.type == "alias":
@@ -59,7 +82,7 @@ class IdentityResolver:
         if person_id is None:
             return None
         person = self.ws.person(person_id)
-        if person.user_id is not None:
+        if person.user_id is not None or self._kept_apart(person, {("user_id", user_id)}):
             return None
         self.ws.bind("user_id", user_id, person)
         return person
@@ -84,7 +107,8 @@ class IdentityResolver:
         """Join the anonymous id's person (if any) to ``person``, the identified side."""
         other_id = self.ws.person_id_of("anonymous_id", anonymous_id)
         if other_id is None:
-            self.ws.bind("anonymous_id", anonymous_id, person)
+            if not self._kept_apart(person, {("anonymous_id", anonymous_id)}):
+                self.ws.bind("anonymous_id", anonymous_id, person)
             return
         if other_id == person.person_id:
             return
@@ -133,6 +157,9 @@ class IdentityResolver:
         if other.user_id is not None and other.user_id != identified.user_id:
             self._conflict(event, identified, other, link=link)
             return
+        if self._kept_apart(identified, other.identifiers()):
+            self._warn_separated(event, identified, other)
+            return
         survivor, loser = _survivor(identified, other)
         detail = {
             "link": {"kind": link[0], "value": link[1]},
@@ -154,6 +181,42 @@ class IdentityResolver:
         )
         self.ws.warn(event.seq, event.timestamp, person, "identity_conflict", message)
         self.ws.warn(event.seq, event.timestamp, other, "identity_conflict", message)
+
+    def _admin_merge(self, event: LoggedEvent, request: AdminMerge) -> None:
+        into_id = self.ws.person_id_of(*request.into)
+        other_id = self.ws.person_id_of(*request.other)
+        if into_id is None or other_id is None or into_id == other_id:
+            return
+        into, other = self.ws.person(into_id), self.ws.person(other_id)
+        if self._kept_apart(into, other.identifiers()):
+            self._warn_separated(event, into, other)
+            return
+        detail = {
+            "into": list(request.into),
+            "other": list(request.other),
+            "reason": request.reason,
+            "merged_user_id": other.user_id,
+            "message_id": event.message_id,
+        }
+        self.ws.record_merge(event.seq, event.timestamp, into, other, "admin", detail)
+        self.ws.merge(into, other, self.keep)
+
+    def _kept_apart(self, person: Person, incoming: set[Identifier]) -> bool:
+        """Return True when an admin separation forbids joining ``incoming`` to ``person``."""
+        if not self._apart:
+            return False
+        own = person.identifiers()
+        return any(self._apart.get(identifier, set()) & incoming for identifier in own) or any(
+            self._apart.get(identifier, set()) & own for identifier in incoming
+        )
+
+    def _warn_separated(self, event: LoggedEvent, person: Person, other: Person) -> None:
+        message = (
+            f"not merged: an admin separation keeps persons {person.person_id} and "
+            f"{other.person_id} apart (event {event.message_id})"
+        )
+        self.ws.warn(event.seq, event.timestamp, person, "identity_separated", message)
+        self.ws.warn(event.seq, event.timestamp, other, "identity_separated", message)
 
 
 def _survivor(identified: Person, other: Person) -> tuple[Person, Person]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from headstart.events import LoggedEvent, counted_name
+from headstart.identity.admin import Identifier, separations_digest
 from headstart.identity.resolver import IdentityResolver
 from headstart.log.base import EventLog
 from headstart.plan.load import plan_hash
@@ -68,26 +70,32 @@ class Processor:
             self.workspace, self.compiled.blocklist, self.compiled.keep
         )
         self._offset = store.offset()
+        self._digest = f"{self.compiled.digest}:{separations_digest(())}"
 
     @property
     def offset(self) -> int:
         return self._offset
 
-    def use_plan(self, plan: Plan | None) -> bool:
-        """Switch to ``plan``; when it differs from the stored one, rebuild state from the log.
+    def use_plan(
+        self, plan: Plan | None, separations: Sequence[tuple[Identifier, Identifier]] = ()
+    ) -> bool:
+        """Switch to ``plan`` and the admin separations; rebuild state from the log when the
+        two differ from what built the stored state.
 
         Returns True when a rebuild was started.
         """
         self.compiled = CompiledPlan.build(plan)
         self._resolver = IdentityResolver(
-            self.workspace, self.compiled.blocklist, self.compiled.keep
+            self.workspace, self.compiled.blocklist, self.compiled.keep, separations
         )
-        if self.store.get_meta(PLAN_KEY) == self.compiled.digest:
+        digest = f"{self.compiled.digest}:{separations_digest(separations)}"
+        self._digest = digest
+        if self.store.get_meta(PLAN_KEY) == digest:
             return False
-        logger.info("plan changed (now %s); rebuilding state from the log", self.compiled.digest)
+        logger.info("plan or separations changed (now %s); rebuilding state from the log", digest)
         with self.store.transaction():
             self.store.reset_derived()
-            self.store.set_meta(PLAN_KEY, self.compiled.digest)
+            self.store.set_meta(PLAN_KEY, digest)
         self.workspace.drop_caches()
         self._offset = 0
         return True
@@ -108,7 +116,7 @@ class Processor:
                     self._apply_guarded(event)
                 self.workspace.flush(self.compiled.plan, events[-1].seq)
                 self.store.set_meta(OFFSET_KEY, str(events[-1].seq))
-                self.store.set_meta(PLAN_KEY, self.compiled.digest)
+                self.store.set_meta(PLAN_KEY, self._digest)
         except _Fenced as fenced:
             logger.warning("log offset moved to %d under this processor; reloading", fenced.offset)
             self.workspace.drop_caches()

@@ -17,9 +17,11 @@ from typing import IO
 
 from headstart.datadir import DataDir
 from headstart.errors import PlanError
+from headstart.identity.admin import Identifier, Separations
 from headstart.log.sqlite_log import SQLiteEventLog
 from headstart.plan.model import Plan
 from headstart.processor.processor import Processor
+from headstart.sqlite import connect
 from headstart.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -30,33 +32,50 @@ PLAN_CHECK_SECONDS = 1.0
 LOCK_WAIT_SECONDS = 30
 
 
-class PlanWatcher:
-    """Reloads ``plan.yaml`` when its modification time or size changes."""
+class ConfigWatcher:
+    """Reloads ``plan.yaml`` when it changes, and the admin separations when one is added."""
 
     def __init__(self, data_dir: DataDir):
         self.data_dir = data_dir
+        self.separations = Separations(connect(data_dir.log_path))
+        self.plan: Plan | None = None
+        self.pairs: list[tuple[Identifier, Identifier]] = []
         self._signature: tuple[float, int] | None = None
+        self._separations_digest: str | None = None
 
-    def changed(self) -> tuple[bool, Plan | None]:
+    def poll(self) -> bool:
+        """Reload what changed; return True when the plan or the separations changed."""
+        plan_changed = self._poll_plan()
+        digest = self.separations.digest()
+        if digest == self._separations_digest:
+            return plan_changed
+        self._separations_digest = digest
+        self.pairs = self.separations.pairs()
+        return True
+
+    def _poll_plan(self) -> bool:
         path = self.data_dir.plan_path
         signature = (path.stat().st_mtime, path.stat().st_size) if path.exists() else None
         if signature == self._signature:
-            return False, None
+            return False
         self._signature = signature
         if signature is None:
-            return True, None
+            self.plan = None
+            return True
         try:
-            return True, self.data_dir.load_plan()
+            self.plan = self.data_dir.load_plan()
         except PlanError as exc:
             logger.error("plan.yaml is invalid, keeping the previous plan:\n%s", exc)
-            return False, None
+            return False
+        return True
 
 
 def open_processor(data_dir: DataDir) -> Processor:
-    log = SQLiteEventLog(data_dir.log_path)
-    store = StateStore(data_dir.state_path)
-    processor = Processor(log, store, None)
-    processor.use_plan(data_dir.load_plan())
+    """Open a processor on the directory with its current plan and separations applied."""
+    watcher = ConfigWatcher(data_dir)
+    watcher.poll()
+    processor = Processor(SQLiteEventLog(data_dir.log_path), StateStore(data_dir.state_path), None)
+    processor.use_plan(watcher.plan, watcher.pairs)
     return processor
 
 
@@ -76,10 +95,10 @@ def run(data_dir: DataDir, parent_pid: int | None) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
 
-    watcher = PlanWatcher(data_dir)
-    _, plan = watcher.changed()
+    watcher = ConfigWatcher(data_dir)
+    watcher.poll()
     processor = Processor(SQLiteEventLog(data_dir.log_path), StateStore(data_dir.state_path), None)
-    processor.use_plan(plan)
+    processor.use_plan(watcher.plan, watcher.pairs)
     logger.info("processor started at log offset %d", processor.offset)
     next_plan_check = time.monotonic() + PLAN_CHECK_SECONDS
 
@@ -89,9 +108,8 @@ def run(data_dir: DataDir, parent_pid: int | None) -> None:
             break
         if time.monotonic() >= next_plan_check:
             next_plan_check = time.monotonic() + PLAN_CHECK_SECONDS
-            changed, plan = watcher.changed()
-            if changed:
-                processor.use_plan(plan)
+            if watcher.poll():
+                processor.use_plan(watcher.plan, watcher.pairs)
         if processor.run_once() == 0:
             time.sleep(IDLE_SLEEP_SECONDS)
     logger.info("processor stopped at log offset %d", processor.offset)

@@ -36,6 +36,8 @@ class Person:
     person_id: str
     created_seq: int
     user_id: str | None = None
+    # user ids joined to this person by an admin merge; ``user_id`` stays the primary one
+    other_user_ids: list[str] = field(default_factory=list)
     anonymous_ids: list[str] = field(default_factory=list)
     first_seen: int | None = None
     last_seen: int | None = None
@@ -59,6 +61,14 @@ class Person:
             bisect.insort(recent, entry)
         if len(recent) > RECENT_EVENTS:
             del recent[0]
+
+    def identifiers(self) -> set[tuple[str, str]]:
+        """Return the typed identifiers listed on the profile."""
+        found = {("anonymous_id", value) for value in self.anonymous_ids}
+        found.update(("user_id", value) for value in self.other_user_ids)
+        if self.user_id is not None:
+            found.add(("user_id", self.user_id))
+        return found
 
     def see(self, timestamp: int) -> None:
         if self.first_seen is None or timestamp < self.first_seen:
@@ -102,6 +112,9 @@ class Person:
             self.add_anonymous_id(anonymous_id)
         if self.user_id is None:
             self.user_id = other.user_id
+        elif other.user_id is not None and other.user_id != self.user_id:
+            self.other_user_ids.append(other.user_id)
+        self.other_user_ids.extend(u for u in other.other_user_ids if u not in self.other_user_ids)
         for timestamp in (other.first_seen, other.last_seen):
             if timestamp is not None:
                 self.see(timestamp)
@@ -128,6 +141,7 @@ class Person:
             "person_id": self.person_id,
             "created_seq": self.created_seq,
             "user_id": self.user_id,
+            "other_user_ids": self.other_user_ids,
             "anonymous_ids": self.anonymous_ids,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
@@ -145,6 +159,7 @@ class Person:
             person_id=doc["person_id"],
             created_seq=doc["created_seq"],
             user_id=doc["user_id"],
+            other_user_ids=doc.get("other_user_ids", []),
             anonymous_ids=doc["anonymous_ids"],
             first_seen=doc["first_seen"],
             last_seen=doc["last_seen"],
