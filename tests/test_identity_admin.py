@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
-
-from tests.conftest import HeadstartServer, run_cli, wait_until, wait_until_processed
+from conftest import HeadstartServer, run_cli, wait_until, wait_until_processed
 
 HISTORY = [
     {

@@ -102,9 +102,7 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
             code="missing_identity",
         )
 
-    timestamp = _event_time(
-        message.timestamp, message.originalTimestamp, message.sentAt, ctx
-    )
+    timestamp = _event_time(message.timestamp, message.originalTimestamp, message.sentAt, ctx)
     message_id = message.messageId or f"hs-{uuid.uuid4()}"
 
     body = dict(raw)
