@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
 from headstart.datadir import DataDir
-from headstart.errors import PlanError
+from headstart.errors import InvalidInput, PlanError
 from headstart.ingest.normalize import Limits
 from headstart.ingest.service import IngestService
 from headstart.ingest.writer import GroupCommitWriter
@@ -19,6 +20,29 @@ from headstart.state.store import StateStore
 from headstart.timeutil import Clock, SystemClock
 
 logger = logging.getLogger(__name__)
+
+MAX_PENDING_ENV = "HEADSTART_MAX_PENDING_EVENTS"
+DEFAULT_MAX_PENDING_EVENTS = 200_000
+
+
+def max_pending_events() -> int:
+    """Return how many events may wait for the log writer before ingest answers 503.
+
+    Read from HEADSTART_MAX_PENDING_EVENTS. At roughly 1 KB per queued event (an estimate),
+    the default keeps the queue near 200 MB.
+    """
+    text = os.environ.get(MAX_PENDING_ENV)
+    if text is None:
+        return DEFAULT_MAX_PENDING_EVENTS
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{MAX_PENDING_ENV}={text!r} is not a whole number; set a count such as 200000"
+        ) from None
+    if value < 1:
+        raise InvalidInput(f"{MAX_PENDING_ENV}={value} must be at least 1")
+    return value
 
 
 @dataclass
@@ -44,7 +68,7 @@ class Runtime:
         sources = SourceRegistry(control)
         admin = AdminKey(connect(data_dir.log_path, check_same_thread=False))
         state = StateStore(data_dir.state_path, check_same_thread=False)
-        writer = GroupCommitWriter(log)
+        writer = GroupCommitWriter(log, max_pending_events=max_pending_events())
         runtime = cls(
             data_dir,
             log,
