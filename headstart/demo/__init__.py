@@ -1,0 +1,1 @@
+"""The real-data demo: Stack Exchange dumps mapped to Segment messages, with a plan for each."""
