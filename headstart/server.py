@@ -1,7 +1,8 @@
 """``headstart serve``: one process that owns a data directory.
 
-It runs the HTTP API and the log writer in this process and the processor in a child process,
-so ingest and processing use both cores.
+It runs the HTTP API and the log writer in this process, and the processor and the dispatcher
+(which sends outbox messages) in child processes, so ingest, processing and delivery run in
+parallel.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def serve(data_dir: DataDir, host: str, port: int, *, announce: bool = True) -> 
     runtime.start()
     processor = ProcessorSupervisor(data_dir)
     processor.start()
+    dispatcher = ProcessorSupervisor(data_dir, module=DISPATCHER_MODULE, role="dispatcher")
+    dispatcher.start()
     url = f"http://{host}:{port}"
     data_dir.write_server_file(url)
     if announce:
@@ -56,6 +59,7 @@ def serve(data_dir: DataDir, host: str, port: int, *, announce: bool = True) -> 
             access_log=False,
         )
     finally:
+        dispatcher.stop()
         processor.stop()
         runtime.close()
         data_dir.server_file.unlink(missing_ok=True)
@@ -67,16 +71,22 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-class ProcessorSupervisor:
-    """Runs the processor child process and restarts it if it exits on its own."""
+PROCESSOR_MODULE = "headstart.processor.worker"
+DISPATCHER_MODULE = "headstart.delivery.worker"
 
-    def __init__(self, data_dir: DataDir):
+
+class ProcessorSupervisor:
+    """Runs a worker child process (by default the processor) and restarts it if it exits."""
+
+    def __init__(
+        self, data_dir: DataDir, *, module: str = PROCESSOR_MODULE, role: str = "processor"
+    ):
         self.data_dir = data_dir
+        self.module = module
+        self.role = role
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = threading.Event()
-        self._thread = threading.Thread(
-            target=self._watch, name="processor-supervisor", daemon=True
-        )
+        self._thread = threading.Thread(target=self._watch, name=f"{role}-supervisor", daemon=True)
 
     def start(self) -> None:
         self._process = self._spawn()
@@ -98,13 +108,13 @@ class ProcessorSupervisor:
         command = [
             sys.executable,
             "-m",
-            "headstart.processor.worker",
+            self.module,
             "--data-dir",
             str(self.data_dir.root),
             "--parent-pid",
             str(os.getpid()),
         ]
-        logger.info("starting processor: %s", " ".join(command))
+        logger.info("starting %s: %s", self.role, " ".join(command))
         return subprocess.Popen(command)
 
     def _watch(self) -> None:
@@ -114,5 +124,5 @@ class ProcessorSupervisor:
                 continue
             if self._stopping.is_set():
                 return
-            logger.error("processor exited with status %s; restarting it", process.returncode)
+            logger.error("%s exited with status %s; restarting it", self.role, process.returncode)
             self._process = self._spawn()

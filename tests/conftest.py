@@ -214,8 +214,18 @@ class HeadstartServer:
             os.killpg(self.process.pid, signal.SIGKILL)
 
     def processor_pids(self) -> list[int]:
-        """Return the pids of the server's running child processes (its processor)."""
-        return [pid for pid in child_pids(self.pid) if is_running(pid)]
+        """Return the pids of the server's running processor child processes."""
+        return self.worker_pids("headstart.processor.worker")
+
+    def dispatcher_pids(self) -> list[int]:
+        """Return the pids of the server's running dispatcher child processes."""
+        return self.worker_pids("headstart.delivery.worker")
+
+    def worker_pids(self, module: str) -> list[int]:
+        """Return the pids of running children started as ``python -m module``."""
+        return [
+            pid for pid in child_pids(self.pid) if is_running(pid) and module in command_line(pid)
+        ]
 
     def output(self) -> str:
         if not self.output_path.exists():
@@ -239,6 +249,15 @@ def child_pids(pid: int) -> list[int]:
         with contextlib.suppress(OSError):
             children.extend(int(child) for child in (task / "children").read_text().split())
     return children
+
+
+def command_line(pid: int) -> list[str]:
+    """Return the argv of ``pid`` read from /proc (Linux), or [] once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return raw.decode("utf-8", "replace").split("\0")
 
 
 def is_running(pid: int) -> bool:

@@ -10,7 +10,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
 from headstart.api.identity_routes import identity_router
+from headstart.api.inapp_routes import inapp_router
 from headstart.api.ingest_routes import ingest_router
+from headstart.api.messages_routes import messages_router
 from headstart.api.read_routes import read_router
 from headstart.api.responses import JSONBytes
 from headstart.errors import HeadstartError, Overloaded
@@ -29,6 +31,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.include_router(ingest_router(runtime))
     app.include_router(read_router(runtime))
+    app.include_router(messages_router(runtime))
+    app.include_router(inapp_router(runtime))
     app.include_router(identity_router(runtime))
 
     @app.get("/health", tags=["status"], summary="Liveness check")

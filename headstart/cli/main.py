@@ -21,6 +21,7 @@ from headstart.cli.common import (
     progress_bar,
 )
 from headstart.cli.demo import demo_app
+from headstart.cli.messages import messages_app
 from headstart.cli.render import render_person, render_report
 from headstart.datadir import DataDir
 from headstart.errors import HeadstartError, PlanError
@@ -44,6 +45,7 @@ app.add_typer(sources_app, name="sources")
 app.add_typer(plan_app, name="plan")
 app.add_typer(admin_app, name="admin")
 app.add_typer(demo_app, name="demo")
+app.add_typer(messages_app, name="messages")
 
 DATA = Path(DEFAULT_DATA_DIR)
 

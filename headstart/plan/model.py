@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
+from headstart.plan.channels import Channels
+
 DEFAULT_BLOCKLIST: tuple[str, ...] = (
     "",
     "null",
@@ -110,6 +112,7 @@ class Plan(_Strict):
     milestones: Annotated[list[Milestone], Field(min_length=1, max_length=50)]
     activation: Activation
     identity: Identity = Field(default_factory=Identity)
+    channels: Channels = Field(default_factory=dict)
 
     def milestone(self, name: str) -> Milestone:
         for milestone in self.milestones:

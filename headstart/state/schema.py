@@ -100,16 +100,16 @@ CREATE TABLE IF NOT EXISTS inbox (
     completed_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS inbox_person ON inbox (person_id, status);
--- Web Push subscriptions that browsers registered, per person. Not derived.
+-- Web Push subscriptions that browsers registered, by user id (the person may not exist yet
+-- when the browser registers). Not derived.
 CREATE TABLE IF NOT EXISTS push_subscriptions (
     endpoint TEXT PRIMARY KEY,
-    person_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
     p256dh TEXT NOT NULL,
     auth TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    failed_at INTEGER
+    created_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS push_subscriptions_person ON push_subscriptions (person_id);
+CREATE INDEX IF NOT EXISTS push_subscriptions_user ON push_subscriptions (user_id);
 """
 
 # Tables emptied when the state is rebuilt from the log. The outbox, inbox and push

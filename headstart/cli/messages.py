@@ -1,0 +1,165 @@
+"""``headstart messages``: the outbox from the terminal: list, show, retry and drop messages.
+
+These commands open ``state.sqlite`` directly, with or without a running server; a running
+dispatcher picks up retried rows within a poll.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from headstart.cli.common import DEFAULT_DATA_DIR, DataDirOption, JsonOption, console, print_json
+from headstart.datadir import DataDir
+from headstart.delivery.outbox import STATUSES, OutboxStore
+from headstart.errors import HeadstartError, InvalidInput
+from headstart.timeutil import SystemClock, to_iso
+
+messages_app = typer.Typer(
+    help="List outbox messages, and retry or drop dead letters.", no_args_is_help=True
+)
+
+DATA = Path(DEFAULT_DATA_DIR)
+
+
+def _outbox(data_dir: Path) -> OutboxStore:
+    return OutboxStore(DataDir.create(data_dir).state_path)
+
+
+@messages_app.command("list")
+def list_messages(
+    data_dir: DataDirOption = DATA,
+    status: Annotated[
+        str | None, typer.Option(help=f"Only this status: {', '.join(STATUSES)}.")
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="Only this channel.")] = None,
+    rule: Annotated[str | None, typer.Option(help="Only this rule.")] = None,
+    limit: Annotated[int, typer.Option(help="How many rows, newest first.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List outbox rows newest first, with the number of rows per status."""
+    if status is not None and status not in STATUSES:
+        raise InvalidInput(f"--status {status!r} is not a status; use one of {', '.join(STATUSES)}")
+    outbox = _outbox(data_dir)
+    rows = outbox.rows(status=status, channel=channel, rule=rule, limit=limit)
+    counts = outbox.counts()
+    outbox.close()
+    if as_json:
+        print_json({"counts": counts, "messages": [row.to_json() for row in rows]})
+        return
+    console.print(" ".join(f"{name}: {count}" for name, count in counts.items()))
+    table = Table()
+    for column in ("id", "status", "channel", "rule", "step", "person", "tries", "when", "error"):
+        table.add_column(column)
+    for row in rows:
+        when = row.sent_at if row.status == "sent" else (row.next_attempt_at or row.not_before)
+        table.add_row(
+            str(row.outbox_id),
+            row.status,
+            row.channel,
+            row.rule,
+            row.step,
+            row.person_id,
+            str(row.attempts),
+            to_iso(when) or "",
+            (row.last_error or "")[:80],
+        )
+    console.print(table)
+
+
+@messages_app.command("show")
+def show_message(
+    outbox_id: Annotated[int, typer.Argument(help="Outbox id from `headstart messages list`.")],
+    data_dir: DataDirOption = DATA,
+) -> None:
+    """Print one outbox row with its payload as JSON."""
+    outbox = _outbox(data_dir)
+    row = outbox.get(outbox_id)
+    outbox.close()
+    if row is None:
+        raise HeadstartError(f"no outbox row {outbox_id}", status=404)
+    print_json(row.to_json())
+
+
+@messages_app.command("retry")
+def retry_messages(
+    outbox_ids: Annotated[
+        list[int] | None, typer.Argument(help="Outbox ids of dead or dropped rows.")
+    ] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Retry every dead row.")] = False,
+    data_dir: DataDirOption = DATA,
+) -> None:
+    """Make dead (or dropped) messages pending again, with their attempts reset."""
+    outbox = _outbox(data_dir)
+    changed = outbox.retry(_selection(outbox_ids, all_dead))
+    outbox.close()
+    console.print(f"{changed} messages will be sent again")
+
+
+@messages_app.command("drop")
+def drop_messages(
+    outbox_ids: Annotated[list[int] | None, typer.Argument(help="Outbox ids of dead rows.")] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Drop every dead row.")] = False,
+    data_dir: DataDirOption = DATA,
+) -> None:
+    """Give up on dead messages; the rows stay (status dropped) so they are never enqueued again."""
+    outbox = _outbox(data_dir)
+    changed = outbox.drop(_selection(outbox_ids, all_dead))
+    outbox.close()
+    console.print(f"{changed} messages dropped")
+
+
+@messages_app.command("send")
+def send_message(
+    channel: Annotated[str, typer.Option(help="Channel name from the plan's channels.")],
+    person: Annotated[str, typer.Option(help="Person id the message is for.")],
+    payload: Annotated[
+        str, typer.Option(help='Payload JSON, e.g. \'{"to": "a@b.example", "subject": "Hi"}\'.')
+    ],
+    data_dir: DataDirOption = DATA,
+) -> None:
+    """Enqueue a one-off message (rule ``manual``) to try a channel's configuration."""
+    try:
+        content = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"--payload is not valid JSON: {exc}") from None
+    if not isinstance(content, dict):
+        raise InvalidInput("--payload must be a JSON object")
+    outbox = _outbox(data_dir)
+    key = f"manual:{channel}:{person}:{uuid.uuid4().hex}"
+    outbox_id = outbox.enqueue(
+        idempotency_key=key,
+        person_id=person,
+        rule="manual",
+        step="send",
+        channel=channel,
+        payload=content,
+        created_at=SystemClock().now_us(),
+    )
+    outbox.close()
+    console.print(f"enqueued outbox row {outbox_id}; the server's dispatcher sends it")
+
+
+@messages_app.command("vapid-keys")
+def vapid_keys() -> None:
+    """Print a new VAPID key pair for a web_push channel."""
+    from headstart.channels.push import generate_vapid_key
+
+    private, public = generate_vapid_key()
+    console.print("private key (put it in the variable named by vapid_private_key_env):")
+    print(private)
+    console.print("public key (the browser's applicationServerKey):")
+    print(public)
+
+
+def _selection(outbox_ids: list[int] | None, all_dead: bool) -> list[int] | None:
+    if all_dead and outbox_ids:
+        raise InvalidInput("pass outbox ids or --all-dead, not both")
+    if not all_dead and not outbox_ids:
+        raise InvalidInput("pass outbox ids, or --all-dead for every dead row")
+    return None if all_dead else list(outbox_ids or [])

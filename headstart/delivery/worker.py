@@ -1,0 +1,141 @@
+"""The dispatcher as a long-running process beside ``headstart serve``.
+
+It holds the ``dispatcher`` lock of the data directory, rebuilds its channels when
+``plan.yaml`` changes, and exits when its parent server is gone. On SIGTERM it stops claiming
+and waits for the sends in flight before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import IO
+
+from headstart.channels.base import ChannelContext
+from headstart.datadir import DataDir
+from headstart.delivery.channelset import ChannelSet
+from headstart.delivery.dispatcher import Dispatcher
+from headstart.delivery.outbox import OutboxStore
+from headstart.errors import PlanError
+from headstart.plan.model import Plan
+from headstart.timeutil import SystemClock
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "dispatcher"
+# How long the loop waits when nothing is due; bounds the delay of a newly enqueued row.
+POLL_SECONDS = 0.02
+PLAN_CHECK_SECONDS = 1.0
+LOCK_WAIT_SECONDS = 30
+STOP_TIMEOUT_SECONDS = 20.0
+
+
+def run(data_dir: DataDir, parent_pid: int | None, *, max_in_flight: int = 16) -> None:
+    lock = _wait_for_lock(data_dir, LOCK_WAIT_SECONDS)
+    if lock is None:
+        logger.error(
+            "another dispatcher has owned %s for %d s; exiting", data_dir.root, LOCK_WAIT_SECONDS
+        )
+        return
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    clock = SystemClock()
+    context = ChannelContext(data_dir.state_path, clock, dict(os.environ))
+    watcher = PlanWatcher(data_dir)
+    _, plan = watcher.changed()
+    dispatcher = Dispatcher(
+        OutboxStore(data_dir.state_path),
+        ChannelSet.from_plan(plan, context),
+        clock,
+        max_in_flight=max_in_flight,
+    )
+    dispatcher.recover()
+    logger.info("dispatcher started for %s", data_dir.root)
+    next_plan_check = time.monotonic() + PLAN_CHECK_SECONDS
+
+    while not stopping:
+        if parent_pid is not None and os.getppid() != parent_pid:
+            logger.warning("server process %d is gone; dispatcher exiting", parent_pid)
+            break
+        if time.monotonic() >= next_plan_check:
+            next_plan_check = time.monotonic() + PLAN_CHECK_SECONDS
+            changed, plan = watcher.changed()
+            if changed:
+                logger.info("plan changed; rebuilding channels")
+                dispatcher.replace_channels(ChannelSet.from_plan(plan, context))
+        dispatcher.step(POLL_SECONDS)
+    dispatcher.close(STOP_TIMEOUT_SECONDS)
+    logger.info(
+        "dispatcher stopped: %d sent, %d failed attempts, %d dead",
+        dispatcher.sent,
+        dispatcher.failed,
+        dispatcher.dead,
+    )
+    lock.close()
+
+
+class PlanWatcher:
+    """Reloads ``plan.yaml`` when its modification time or size changes."""
+
+    def __init__(self, data_dir: DataDir):
+        self.data_dir = data_dir
+        self._signature: tuple[float, int] | None = None
+
+    def changed(self) -> tuple[bool, Plan | None]:
+        """Return (True, plan) after a change; an invalid new plan counts as no change."""
+        path = self.data_dir.plan_path
+        try:
+            stat = path.stat()
+            signature: tuple[float, int] | None = (stat.st_mtime, stat.st_size)
+        except FileNotFoundError:
+            signature = None
+        if signature == self._signature:
+            return False, None
+        self._signature = signature
+        if signature is None:
+            return True, None
+        try:
+            return True, self.data_dir.load_plan()
+        except PlanError as exc:
+            logger.error("plan.yaml is invalid, keeping the previous channels:\n%s", exc)
+            return False, None
+
+
+def _wait_for_lock(data_dir: DataDir, seconds: float) -> IO[bytes] | None:
+    deadline = time.monotonic() + seconds
+    while True:
+        lock = data_dir.lock(LOCK_NAME)
+        if lock is not None or time.monotonic() >= deadline:
+            return lock
+        time.sleep(0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Run the headstart dispatcher (outbox sender) for a data directory."
+    )
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument(
+        "--max-in-flight", type=int, default=16, help="Sends in progress at once (threads)."
+    )
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(DataDir.create(args.data_dir), args.parent_pid, max_in_flight=args.max_in_flight)
+
+
+if __name__ == "__main__":
+    main()
