@@ -134,7 +134,7 @@ class Dispatcher:
 
     def _attempt(self, row: OutboxRow) -> Outcome:
         try:
-            message = _message(row)
+            message = outbound_message(row)
             result = self.channels.get(row.channel).send(message)
         except DeliveryFailed as failure:
             return self._failed(row, failure)
@@ -199,7 +199,8 @@ class Dispatcher:
         )
 
 
-def _message(row: OutboxRow) -> OutboundMessage:
+def outbound_message(row: OutboxRow) -> OutboundMessage:
+    """Return the message a channel gets for a claimed row; raise if the payload is unusable."""
     try:
         payload: Any = orjson.loads(row.payload)
     except orjson.JSONDecodeError as exc:
