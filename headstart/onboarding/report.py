@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from headstart.onboarding.state import activation_window_us
 from headstart.plan.model import Plan
 from headstart.state.store import StateStore
-from headstart.timeutil import MICROS_PER_DAY, MICROS_PER_HOUR, to_iso
+from headstart.timeutil import MICROS_PER_HOUR, to_iso
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def load_cohort(
 
 def build_report(plan: Plan, cohort: list[CohortRow], as_of: int) -> dict[str, Any]:
     total = len(cohort)
-    window_us = int(plan.activation.within_days * MICROS_PER_DAY)
+    window_us = activation_window_us(plan)
     return {
         "as_of": to_iso(as_of),
         "signups": total,

@@ -53,12 +53,21 @@ def compute_state(plan: Plan, person: Person) -> OnboardingState:
     )
 
 
+def activation_window_us(plan: Plan) -> int:
+    """Return the activation window in microseconds, rounded to the nearest microsecond.
+
+    Truncating would cut a microsecond off windows such as 0.7 days, because the binary
+    product 0.7 * 86_400_000_000 is 60_479_999_999.99999.
+    """
+    return round(plan.activation.within_days * MICROS_PER_DAY)
+
+
 def activation_time(
     plan: Plan, signup_at: int | None, reached: dict[str, int | None]
 ) -> int | None:
     if signup_at is None:
         return None
-    deadline = signup_at + int(plan.activation.within_days * MICROS_PER_DAY)
+    deadline = signup_at + activation_window_us(plan)
     times = [reached[name] for name in plan.activation.milestones]
     if any(time is None or time > deadline for time in times):
         return None
