@@ -19,8 +19,10 @@ from headstart.processor.processor import Processor
 from headstart.processor.worker import ConfigWatcher
 from headstart.state.store import StateStore
 
-console = Console()
-err_console = Console(stderr=True)
+# soft_wrap keeps long messages on one line when the output is a file or a pipe, so scripts
+# can match them; tables still fit the terminal.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_DATA_DIR = "headstart-data"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from headstart.cli import identity as identity_commands
 from headstart.cli.common import (
@@ -23,10 +24,12 @@ from headstart.cli.common import (
 from headstart.cli.demo import demo_app
 from headstart.cli.messages import messages_app
 from headstart.cli.render import render_person, render_report
+from headstart.cli.triggers import triggers_app
 from headstart.datadir import DataDir
 from headstart.errors import HeadstartError, PlanError
-from headstart.ingest.files import CsvMapping, import_messages, read_csv, read_ndjson
-from headstart.ingest.normalize import IngestContext
+from headstart.ingest.files import CsvMapping
+from headstart.ingest.importer import count_lines, file_digest, previous_import
+from headstart.ingest.importer import import_file as run_import
 from headstart.log.sqlite_log import SQLiteEventLog
 from headstart.plan.load import load_plan
 from headstart.sources import AdminKey, SourceRegistry
@@ -46,6 +49,7 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(admin_app, name="admin")
 app.add_typer(demo_app, name="demo")
 app.add_typer(messages_app, name="messages")
+app.add_typer(triggers_app, name="triggers")
 
 DATA = Path(DEFAULT_DATA_DIR)
 
@@ -88,57 +92,53 @@ def import_file(
     event: Annotated[str | None, typer.Option(help="CSV: event name for every row.")] = None,
     ignore: Annotated[list[str] | None, typer.Option(help="CSV: column to leave out.")] = None,
     no_process: Annotated[bool, typer.Option(help="Only log the events; process later.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Import even if this file was imported before.")
+    ] = False,
 ) -> None:
-    """Import historical events; timestamps are kept as written in the file."""
-    directory = DataDir.create(data_dir)
-    kind = file_format or ("csv" if file.suffix.lower() == ".csv" else "ndjson")
-    if kind not in ("csv", "ndjson"):
-        raise HeadstartError(f"--format {kind!r} is not supported; use ndjson or csv", status=400)
-    if not file.exists():
-        raise HeadstartError(f"{file} does not exist", status=400)
+    """Import historical events; timestamps are kept as written in the file.
 
-    log = SQLiteEventLog(directory.log_path)
-    registry = SourceRegistry(connect(directory.log_path))
-    source_row = registry.ensure(source, historical=True)
-    plan = directory.load_plan()
-    blocklist = plan.identity.blocked() if plan else AdminKeyless.blocklist()
-    ctx = IngestContext(
-        source_id=source_row.source_id,
-        received_at=SystemClock().now_us(),
-        historical=True,
-        blocklist=blocklist,
-    )
-    if kind == "csv":
-        messages = read_csv(
-            file, CsvMapping.parse(message_type, mapping or [], event, ignore or [])
+    A file whose exact content was imported before is skipped unless --force is given.
+    """
+    directory = DataDir.create(data_dir)
+    if not file.is_file():
+        raise HeadstartError(f"{file} does not exist or is not a file", status=400)
+    kind = file_format or ("csv" if file.suffix.lower() == ".csv" else "ndjson")
+    digest = file_digest(file)
+    seen = previous_import(connect(directory.log_path), digest)
+    if seen is not None and not force:
+        console.print(
+            f"{file} was already imported at {to_iso(seen.imported_at)} as {seen.file_name!r} "
+            f"({seen.accepted} events); pass --force to import it again"
         )
     else:
-        messages = read_ndjson(file)
-
-    with progress_bar() as bar:
-        task = bar.add_task(f"importing {file.name}", total=file.stat().st_size and None)
-        report = import_messages(
-            log, messages, ctx, file.resolve().name, progress=lambda n: bar.advance(task, n)
+        mapping_spec = (
+            CsvMapping.parse(message_type, mapping or [], event, ignore or [])
+            if kind == "csv"
+            else None
         )
-    log.close()
-    console.print(
-        f"{report.lines} lines: {report.accepted} events logged, "
-        f"{report.duplicates} duplicates skipped, {len(report.rejected)} rejected"
-    )
-    for line, code, message in report.rejected[:20]:
-        err_console.print(f"  line {line}: {code}: {message}")
-    if len(report.rejected) > 20:
-        err_console.print(f"  ... and {len(report.rejected) - 20} more")
+        with progress_bar() as bar:
+            task = bar.add_task(f"importing {file.name}", total=count_lines(file))
+            report = run_import(
+                directory.log_path,
+                file,
+                source=source,
+                file_format=kind,
+                mapping=mapping_spec,
+                plan=directory.load_plan(),
+                digest=digest,
+                progress=lambda n: bar.advance(task, n),
+            )
+        console.print(
+            f"{report.lines} lines: {report.accepted} events logged, "
+            f"{report.duplicates} duplicates skipped, {len(report.rejected)} rejected"
+        )
+        for line, code, message in report.rejected[:20]:
+            err_console.print(f"  line {line}: {code}: {message}")
+        if len(report.rejected) > 20:
+            err_console.print(f"  ... and {len(report.rejected) - 20} more")
     if not no_process:
         catch_up(directory)
-
-
-class AdminKeyless:
-    @staticmethod
-    def blocklist() -> frozenset[str]:
-        from headstart.plan.model import DEFAULT_BLOCKLIST
-
-        return frozenset(DEFAULT_BLOCKLIST)
 
 
 @app.command()
@@ -257,8 +257,11 @@ def plan_check(file: Path) -> None:
     """Validate a plan file and list every problem with its line."""
     plan = load_plan(file)
     console.print(
-        f"{file}: valid; {len(plan.milestones)} milestones, activation = "
-        f"{' + '.join(plan.activation.milestones)} within {plan.activation.within_days:g} days"
+        escape(
+            f"{file}: valid; {len(plan.milestones)} milestones, activation = "
+            f"{' + '.join(plan.activation.milestones)} within {plan.activation.within_days:g} days"
+        ),
+        soft_wrap=True,
     )
 
 
@@ -302,13 +305,17 @@ def main() -> None:
         level=os.environ.get("HEADSTART_LOG_LEVEL", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Messages quote user input, so they are escaped rather than read as rich markup, and
+    # never wrapped, so that each plan problem stays on one FILE:LINE line.
     try:
         app()
     except PlanError as exc:
-        err_console.print(f"[red]invalid plan[/]\n{exc}", highlight=False)
+        err_console.print(
+            f"[red]invalid plan[/]\n{escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise SystemExit(2) from None
     except HeadstartError as exc:
-        err_console.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
         raise SystemExit(1) from None
 
 

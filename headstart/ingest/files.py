@@ -117,10 +117,13 @@ def import_messages(
     file_key: str,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
+    """Append valid messages in chunks; ``progress`` gets the number of lines read per chunk."""
     report = ImportReport()
     chunk: list[LogRecord] = []
+    lines_in_chunk = 0
     for number, message in messages:
         report.lines += 1
+        lines_in_chunk += 1
         try:
             if isinstance(message, HeadstartError):
                 raise message
@@ -130,24 +133,22 @@ def import_messages(
         except HeadstartError as exc:
             report.rejected.append((number, exc.code, exc.message))
         if len(chunk) >= CHUNK:
-            _flush(log, chunk, report, progress)
-    _flush(log, chunk, report, progress)
+            _flush(log, chunk, report)
+            if progress is not None:
+                progress(lines_in_chunk)
+            lines_in_chunk = 0
+    _flush(log, chunk, report)
+    if progress is not None:
+        progress(lines_in_chunk)
     return report
 
 
-def _flush(
-    log: EventLog,
-    chunk: list[LogRecord],
-    report: ImportReport,
-    progress: Callable[[int], None] | None,
-) -> None:
+def _flush(log: EventLog, chunk: list[LogRecord], report: ImportReport) -> None:
     if not chunk:
         return
     result = log.append(chunk)
     report.accepted += result.accepted
     report.duplicates += result.duplicates
-    if progress is not None:
-        progress(len(chunk))
     chunk.clear()
 
 

@@ -48,6 +48,9 @@ def parse_plan(text: str, filename: str = "<plan>") -> Plan:
                 )
             ]
         )
+    duplicates = _duplicate_keys(filename, root, ())
+    if duplicates:
+        raise PlanError(duplicates)
 
     try:
         plan = Plan.model_validate(data)
@@ -75,6 +78,10 @@ def _problem(filename: str, root: yaml.Node | None, error: Any) -> PlanProblem:
     if kind == "missing":
         message = "is required"
         line = _line(root, location[:-1])
+    elif kind == "value_error":
+        # The validator's own message already names the value; drop pydantic's prefix.
+        message = str(error["ctx"]["error"])
+        line = _line(root, location)
     elif kind == "extra_forbidden":
         message = "is not a known field; check the spelling"
         line = _line(root, location, key=True)
@@ -111,6 +118,35 @@ def _reference_problems(plan: Plan, filename: str, root: yaml.Node | None) -> li
                     f"{name!r} is not a milestone; expected one of {', '.join(names)}",
                 )
             )
+    return problems
+
+
+def _duplicate_keys(
+    filename: str, node: yaml.Node | None, location: tuple[str | int, ...]
+) -> list[PlanProblem]:
+    """List keys that appear twice in one mapping, which YAML loaders silently collapse."""
+    problems: list[PlanProblem] = []
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            problems.extend(_duplicate_keys(filename, item, (*location, index)))
+    if not isinstance(node, yaml.MappingNode):
+        return problems
+    first_lines: dict[Any, int] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        line = key_node.start_mark.line + 1
+        if key in first_lines:
+            problems.append(
+                PlanProblem(
+                    filename,
+                    line,
+                    _field_name((*location, key)),
+                    f"is defined twice (first on line {first_lines[key]}); the second value "
+                    "would silently replace the first, so keep one",
+                )
+            )
+        first_lines.setdefault(key, line)
+        problems.extend(_duplicate_keys(filename, value_node, (*location, key)))
     return problems
 
 

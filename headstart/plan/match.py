@@ -75,8 +75,15 @@ def _operator(op: str, operand: Any) -> Callable[[Any], bool]:
     if op == "exists":
         return lambda value: (value is not _MISSING and value is not None) == bool(operand)
     if op == "contains":
-        return lambda value: isinstance(value, (str, list)) and operand in value
+        return lambda value: _contains(value, operand)
     return _comparison(op, operand)
+
+
+def _contains(value: Any, operand: Any) -> bool:
+    """Substring test for strings, membership test for lists; False for other values."""
+    if isinstance(value, str):
+        return isinstance(operand, str) and operand in value
+    return isinstance(value, list) and operand in value
 
 
 def _comparison(op: str, operand: Any) -> Callable[[Any], bool]:

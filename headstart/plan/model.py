@@ -74,7 +74,34 @@ class EventMatcher(_Strict):
                     f"filter on {key!r} uses unknown operator {unknown[0]!r}; "
                     f"expected one of {', '.join(OPERATORS)}"
                 )
+            if not condition:
+                raise ValueError(
+                    f"filter on {key!r} has no operator; write a value, a list, or one of "
+                    f"{', '.join(OPERATORS)} such as {{eq: VALUE}}"
+                )
+            for op, operand in condition.items():
+                expected = _expected_operand(op, operand)
+                if expected is not None:
+                    raise ValueError(f"filter on {key!r}: {op} needs {expected}, got {operand!r}")
         return where
+
+
+def _expected_operand(op: str, operand: Any) -> str | None:
+    """Return what ``op`` needs when ``operand`` does not fit it, or None when it fits.
+
+    Without this check a plan such as ``{in: 3}`` loads, and then every event it is
+    tested against fails with a TypeError.
+    """
+    if op in ("in", "not_in"):
+        return None if isinstance(operand, list) else "a list, such as [a, b]"
+    if op == "exists":
+        return None if isinstance(operand, bool) else "true or false"
+    if op in ("gt", "gte", "lt", "lte"):
+        comparable = isinstance(operand, (int, float, str)) and not isinstance(operand, bool)
+        return None if comparable else "a number or a string (quote dates)"
+    if op == "contains":
+        return None if isinstance(operand, (str, int, float)) else "a string or a number"
+    return None
 
 
 class Milestone(EventMatcher):

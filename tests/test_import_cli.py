@@ -1,0 +1,100 @@
+"""`headstart import`: NDJSON and CSV files, invalid lines, and files imported twice."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+
+from conftest import headstart_command, run_cli
+
+
+def log_count(data_dir) -> int:
+    with sqlite3.connect(data_dir.log_path) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def test_ndjson_keeps_valid_lines(data_dir, tmp_path):
+    source = tmp_path / "events.ndjson"
+    source.write_text(
+        '{"type": "track", "event": "Signed Up", "userId": "u1", "timestamp": "2023-03-01T10:00:00Z"}\n'
+        "{not json\n"
+        '{"type": "track", "event": "Project Created", "timestamp": "2023-03-01T11:00:00Z"}\n'
+        '{"type": "track", "event": "Project Created", "userId": "u1", "timestamp": "2023-03-01T12:00:00Z"}\n'
+    )
+
+    result = run_cli("import", str(source), "--data-dir", str(data_dir.root))
+
+    assert "4 lines: 2 events logged, 0 duplicates skipped, 2 rejected" in result.stdout
+    assert "line 2: invalid_json" in result.stderr
+    assert "line 3: missing_identity" in result.stderr
+    person = json.loads(run_cli("person", "u1", "--data-dir", str(data_dir.root), "--json").stdout)
+    assert person["onboarding"]["signup_at"] == "2023-03-01T10:00:00.000Z"
+    assert person["event_counts"] == {"Project Created": 1, "Signed Up": 1}
+
+
+def test_same_file_is_imported_once(data_dir, tmp_path):
+    source = tmp_path / "events.ndjson"
+    source.write_text(
+        '{"type": "track", "event": "Signed Up", "userId": "u1", "timestamp": "2023-03-01T10:00:00Z"}\n'
+    )
+    run_cli("import", str(source), "--data-dir", str(data_dir.root))
+
+    again = run_cli("import", str(source), "--data-dir", str(data_dir.root))
+    forced = run_cli("import", str(source), "--data-dir", str(data_dir.root), "--force")
+
+    assert "was already imported" in again.stdout
+    assert "1 lines: 0 events logged, 1 duplicates skipped" in forced.stdout
+    assert log_count(data_dir) == 1
+
+
+def test_csv_with_column_mapping(data_dir, tmp_path):
+    source = tmp_path / "orders.csv"
+    source.write_text(
+        "customer,placed_at,total,currency\n"
+        "u7,2023-05-02T08:00:00Z,42.5,EUR\n"
+        "u7,2023-05-03T08:00:00Z,7,EUR\n"
+    )
+
+    run_cli(
+        "import",
+        str(source),
+        "--data-dir",
+        str(data_dir.root),
+        "--event",
+        "Order Completed",
+        "--map",
+        "userId=customer",
+        "--map",
+        "timestamp=placed_at",
+    )
+
+    with sqlite3.connect(data_dir.log_path) as conn:
+        bodies = [
+            json.loads(row[0]) for row in conn.execute("SELECT body FROM events ORDER BY seq")
+        ]
+    assert [body["properties"] for body in bodies] == [
+        {"total": 42.5, "currency": "EUR"},
+        {"total": 7, "currency": "EUR"},
+    ]
+    assert [body["timestamp"] for body in bodies] == [
+        "2023-05-02T08:00:00.000Z",
+        "2023-05-03T08:00:00.000Z",
+    ]
+
+
+def test_csv_mapping_errors_name_the_fix(data_dir, tmp_path):
+    source = tmp_path / "orders.csv"
+    source.write_text("customer,placed_at\nu7,2023-05-02T08:00:00Z\n")
+
+    result = subprocess.run(
+        headstart_command(
+            "import", str(source), "--data-dir", str(data_dir.root), "--map", "user=customer"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 1
+    assert "'user' is not mappable; use one of userId" in result.stderr
