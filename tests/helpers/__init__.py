@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: a real event pipeline in a temporary directory."""
