@@ -786,8 +786,10 @@ def test_export_then_import_twice(tmp_path: Path) -> None:
 
     first = run_cli("import", str(out), "--data-dir", str(data))
     second = run_cli("import", str(out), "--data-dir", str(data))
+    forced = run_cli("import", str(out), "--data-dir", str(data), "--force")
     report = orjson.loads(run_cli("report", "--json", "--data-dir", str(data)).stdout)
 
     assert f"{len(lines)} events logged, 0 duplicates skipped, 0 rejected" in first.stdout
-    assert f"0 events logged, {len(lines)} duplicates skipped, 0 rejected" in second.stdout
+    assert "was already imported" in second.stdout
+    assert f"0 events logged, {len(lines)} duplicates skipped, 0 rejected" in forced.stdout
     assert report["signups"] == meta_joined_reference()
