@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from headstart.errors import InvalidInput, PayloadTooLarge
 from headstart.events import MESSAGE_TYPES
-from headstart.ingest.wire import WIRE_MODELS
+from headstart.ingest.wire import WIRE_MODELS, passes_fast_check
 from headstart.timeutil import MICROS_PER_DAY, parse_iso, to_iso
 
 # Bytes normalization may add to an event (ids and four timestamps); the per-event limit is
@@ -86,13 +86,14 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
             f"each event must be a JSON object, got {type(raw).__name__}", code="invalid_event"
         )
     kind = message_type or _batch_item_type(raw)
-    try:
-        message = WIRE_MODELS[kind].model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidInput(_describe(exc), code="invalid_event") from None
+    if not passes_fast_check(kind, raw):
+        try:
+            WIRE_MODELS[kind].model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidInput(_describe(exc), code="invalid_event") from None
 
-    user_id = _usable_id(message.userId, "userId", ctx.blocklist)
-    anonymous_id = _usable_id(message.anonymousId, "anonymousId", ctx.blocklist)
+    user_id = _usable_id(raw.get("userId"), "userId", ctx.blocklist)
+    anonymous_id = _usable_id(raw.get("anonymousId"), "anonymousId", ctx.blocklist)
     if kind == "alias":
         _require_alias_ids(raw, user_id, ctx.blocklist)
     elif user_id is None and anonymous_id is None:
@@ -102,8 +103,11 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
             code="missing_identity",
         )
 
-    timestamp = _event_time(message.timestamp, message.originalTimestamp, message.sentAt, ctx)
-    message_id = message.messageId or f"hs-{uuid.uuid4()}"
+    client_timestamp = raw.get("timestamp")
+    original_timestamp = raw.get("originalTimestamp")
+    sent_at = raw.get("sentAt")
+    timestamp = _event_time(client_timestamp, original_timestamp, sent_at, ctx)
+    message_id = raw.get("messageId") or f"hs-{uuid.uuid4()}"
 
     body = dict(raw)
     body["type"] = kind
@@ -114,8 +118,8 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
         body["anonymousId"] = anonymous_id
     body["timestamp"] = to_iso(timestamp)
     # The client's own values are kept as sent; headstart adds only the corrected timestamp.
-    body["originalTimestamp"] = message.timestamp or message.originalTimestamp
-    body["sentAt"] = message.sentAt or ctx.batch_sent_at_text
+    body["originalTimestamp"] = client_timestamp or original_timestamp
+    body["sentAt"] = sent_at or ctx.batch_sent_at_text
     body["receivedAt"] = ctx.received_at_text
     if kind == "page" or kind == "screen":
         _copy_name_to_properties(body)

@@ -6,6 +6,7 @@ strings or integers (the SDKs of typed languages send numbers); JSON ``null`` co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -75,3 +76,60 @@ WIRE_MODELS: dict[str, type[_Message]] = {
     "group": GroupMessage,
     "alias": AliasMessage,
 }
+
+
+def _text(max_length: int, min_length: int = 0) -> Callable[[Any], bool]:
+    return lambda value: type(value) is str and min_length <= len(value) <= max_length
+
+
+def _identifier(value: Any) -> bool:
+    return type(value) is str or type(value) is int
+
+
+def _object(value: Any) -> bool:
+    return type(value) is dict
+
+
+_COMMON: dict[str, Callable[[Any], bool]] = {
+    "messageId": _text(256, 1),
+    "userId": _identifier,
+    "anonymousId": _identifier,
+    "timestamp": _text(64),
+    "originalTimestamp": _text(64),
+    "sentAt": _text(64),
+    "context": _object,
+    "integrations": _object,
+}
+_OWN: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "track": {"event": _text(256, 1), "properties": _object},
+    "identify": {"traits": _object},
+    "page": {"name": _text(256), "category": _text(256), "properties": _object},
+    "screen": {"name": _text(256), "category": _text(256), "properties": _object},
+    "group": {"groupId": _identifier, "traits": _object},
+    "alias": {"previousId": _identifier},
+}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "track": ("event",),
+    "group": ("groupId",),
+    "alias": ("previousId",),
+}
+_CHECKS = {kind: {**_COMMON, **own} for kind, own in _OWN.items()}
+
+
+def passes_fast_check(kind: str, raw: dict[str, Any]) -> bool:
+    """Return True when ``raw`` certainly satisfies ``WIRE_MODELS[kind]``.
+
+    This check runs for every event and costs a few microseconds, against tens for a full
+    pydantic validation. It is at least as strict as the models: when it returns False, the
+    caller validates with the model, which either accepts the message or explains the error.
+    A property test keeps the two in agreement.
+    """
+    for name in _REQUIRED.get(kind, ()):
+        if raw.get(name) is None:
+            return False
+    checks = _CHECKS[kind]
+    for name, value in raw.items():
+        check = checks.get(name)
+        if check is not None and value is not None and not check(value):
+            return False
+    return True
