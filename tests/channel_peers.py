@@ -6,6 +6,7 @@ Every peer listens on 127.0.0.1 on a free port and records what it received.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -36,8 +37,12 @@ class _Mailbox:
         self.lock = threading.Lock()
         # (code, text) replies for the next DATA commands, e.g. a 451 to test retries.
         self.data_replies: list[str] = []
+        # Seconds each message takes to accept, to keep sends in flight.
+        self.delay_s = 0.0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         with self.lock:
             if self.data_replies:
                 return self.data_replies.pop(0)

@@ -52,6 +52,7 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="send")
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._in_flight: set[int] = set()
+        self._claim_batch = max(1, max_in_flight // 4)
         self._last_logged: dict[str, float] = {}
         self.sent = 0
         self.failed = 0
@@ -117,6 +118,9 @@ class Dispatcher:
 
     def _start_due(self) -> int:
         free = self.max_in_flight - len(self._in_flight)
+        # Claim in batches, not one row per finished send: each claim is a write transaction.
+        if self._in_flight and free < self._claim_batch:
+            return 0
         rows = self.outbox.claim(self.clock.now_us(), free, self.lease_us, self._in_flight)
         for row in rows:
             self._in_flight.add(row.outbox_id)
