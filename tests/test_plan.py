@@ -116,7 +116,12 @@ INVALID_CASES = [
     InvalidCase(
         "min-count-fraction",
         edit("min_count: 2", "min_count: 2.5"),
-        [(13, "milestones[1].min_count", "fractional part; got 2.5")],
+        [(13, "milestones[1].min_count", "valid integer; got 2.5")],
+    ),
+    InvalidCase(
+        "min-count-yes",
+        edit("min_count: 2", "min_count: yes"),
+        [(13, "milestones[1].min_count", "valid integer; got True")],
     ),
     InvalidCase(
         "misspelt-field",
@@ -175,6 +180,11 @@ INVALID_CASES = [
         "within-days-text",
         edit("within_days: 7", "within_days: a week"),
         [(19, "activation.within_days", "valid number")],
+    ),
+    InvalidCase(
+        "within-days-true",
+        edit("within_days: 7", "within_days: true"),
+        [(19, "activation.within_days", "valid number; got True")],
     ),
     InvalidCase(
         "within-days-over-ten-years",

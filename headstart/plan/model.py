@@ -108,7 +108,8 @@ class Milestone(EventMatcher):
     """A named onboarding step, reached at the ``min_count``-th matching event."""
 
     name: Name
-    min_count: Annotated[int, Field(ge=1, le=10_000)] = 1
+    # Strict, because YAML reads `yes` as true and pydantic would turn it into 1.
+    min_count: Annotated[int, Field(ge=1, le=10_000, strict=True)] = 1
     description: str | None = None
 
 
@@ -116,7 +117,7 @@ class Activation(_Strict):
     """A person is activated once every listed milestone is reached within ``within_days``."""
 
     milestones: Annotated[list[Name], Field(min_length=1)]
-    within_days: Annotated[float, Field(gt=0, le=3650)]
+    within_days: Annotated[float, Field(gt=0, le=3650, strict=True)]
 
 
 class Identity(_Strict):
