@@ -155,7 +155,7 @@ def _compare_sql(value: str, op: str, operand: Any, key: str) -> str:
     if isinstance(operand, bool | int | float):
         number = _number(operand, key)
         return f"coalesce({_numeric_sql(value, op, number, allow_bool=False)}, FALSE)"
-    # Python raises TypeError for other operands (None, lists), which the matcher reads as False.
+    # Plan validation allows only numbers and strings here; anything else matches nothing.
     return "FALSE"
 
 
