@@ -147,10 +147,10 @@ class Action:
         fields: dict[str, Any] = {}
         if self.kind == "track":
             fields["event"] = self.event
-            fields["properties"] = self.properties
+            fields["properties"] = dict(self.properties)
         elif self.kind == "page":
             fields["name"] = self.event
-            fields["properties"] = self.properties
+            fields["properties"] = dict(self.properties)
         elif self.kind == "identify":
             fields["traits"] = self.traits
         elif self.kind == "alias":
@@ -165,6 +165,13 @@ class Action:
             message_id=self.message_id,
             **fields,
         )
+
+    @property
+    def matched_properties(self) -> dict[str, Any]:
+        """Properties as filters see them: a page call's name is ``properties.name``."""
+        if self.kind == "page":
+            return {"name": self.event, **self.properties}
+        return self.properties
 
     @property
     def counted_as(self) -> str | None:
@@ -370,7 +377,7 @@ def reference_state(
         reached = {}
         for name, min_count in zip(MILESTONES, spec.min_counts, strict=True):
             times = sorted(
-                a.at for a in group if _matches_milestone(name, a.counted_as, a.properties)
+                a.at for a in group if _matches_milestone(name, a.counted_as, a.matched_properties)
             )
             if len(times) >= min_count:
                 reached[name] = times[min_count - 1]
