@@ -101,7 +101,7 @@ class Received:
 class HttpPeer:
     server: ThreadingHTTPServer
     requests: list[Received] = field(default_factory=list)
-    # Status, headers and delay for the next requests; the default answer is 200 at once.
+    # Status and headers of the responses to the next requests; without one the response is 200.
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     delay_s: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -154,7 +154,7 @@ def _handler(peer: HttpPeer) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def http_peer() -> Iterator[HttpPeer]:
-    """Run an HTTP server on 127.0.0.1 that records each POST it answers with a 2xx."""
+    """Run an HTTP server on 127.0.0.1 that records each POST it accepts with a 2xx response."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     peer = HttpPeer(server)
     server.RequestHandlerClass = _handler(peer)
@@ -213,7 +213,7 @@ class BrowserKeys:
 def vapid_check(
     expected_public_key: str, audience: str
 ) -> Callable[[Received], tuple[int, dict[str, str]] | None]:
-    """Return a request check that answers 401 unless the VAPID token is valid (RFC 8292)."""
+    """Return a request check that responds 401 unless the VAPID token is valid (RFC 8292)."""
 
     def check(request: Received) -> tuple[int, dict[str, str]] | None:
         header = request.headers.get("authorization", "")

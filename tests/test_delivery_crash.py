@@ -132,6 +132,7 @@ def test_sigkill_in_flight(tmp_path: Path, peers, monkeypatch, victim: str):
         wait_until(all_sent, WAIT_S, f"not every row was sent; {statuses(data.state_path)}")
     finally:
         server.stop()
+    assert "crash-secret" not in server.output()
 
     in_flight = {key for key, _ in at_kill.get("sending", [])}
     recorded_sent = {key for key, _ in at_kill.get("sent", [])}

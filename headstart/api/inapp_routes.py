@@ -48,7 +48,7 @@ EVENT_NAMES = {
 STREAM_POLL_SECONDS = 0.25
 STREAM_KEEPALIVE_SECONDS = 15.0
 # A stream ends after this long and EventSource reconnects with Last-Event-ID, so a server
-# shutdown never waits long for open streams.
+# shutdown waits at most this long for open streams.
 STREAM_MAX_SECONDS = 60.0
 STREAM_RETRY_MS = 2000
 

@@ -45,7 +45,7 @@ class InAppChannel:
         self.name = name
         self.config = config
         self.clock = context.clock
-        # Read now so a missing secret stops the channel before it delivers what nobody can read.
+        # Check the secret now: without it no browser can read the inbox, so nothing is delivered.
         context.secret(config.identity_secret_env, channel=name, setting="identity_secret_env")
         self._inbox = InboxStore(context.state_path)
 

@@ -254,7 +254,7 @@ class WebPushChannel:
 def notification(message: OutboundMessage) -> dict[str, Any]:
     """Return the JSON a service worker receives; ``tag`` lets it replace a repeat."""
     payload = message.payload
-    shown = {
+    content = {
         key: payload[key] for key in ("title", "body", "url", "icon", "data") if key in payload
     }
     return {
@@ -262,7 +262,7 @@ def notification(message: OutboundMessage) -> dict[str, Any]:
         "tag": message.key_digest[:24],
         "rule": message.rule,
         "step": message.step,
-        **shown,
+        **content,
     }
 
 

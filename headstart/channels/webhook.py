@@ -131,9 +131,9 @@ class WebhookChannel:
         target = self._targets.get(key)
         if target is None:
             known = ", ".join(name for name in self._targets if name is not None) or "none"
-            what = f"destination {key!r}" if key else "no destination and no default url"
+            problem = f"no destination {key!r}" if key else "no destination and no default url"
             raise DeliveryFailed(
-                f"channel {self.name!r} has {what}; destinations: {known}", retryable=False
+                f"channel {self.name!r} has {problem}; destinations: {known}", retryable=False
             )
         return target
 
@@ -164,7 +164,7 @@ def _result(url: str, response: httpx.Response) -> SendResult:
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Return the wait a ``Retry-After`` header asks for, in seconds (delay or HTTP date)."""
+    """Return the wait a ``Retry-After`` header requests, in seconds (delay or HTTP date)."""
     value = headers.get("retry-after")
     if not value:
         return None

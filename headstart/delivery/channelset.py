@@ -50,7 +50,7 @@ class ChannelSet:
         return cls(channels, errors, policies)
 
     def get(self, name: str) -> Channel:
-        """Return the channel ``name``, or raise a retryable failure that says what is wrong."""
+        """Return the channel ``name``, or raise a retryable failure that names the problem."""
         channel = self._channels.get(name)
         if channel is not None:
             return channel

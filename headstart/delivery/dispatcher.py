@@ -130,7 +130,7 @@ class Dispatcher:
     def _send(self, row: OutboxRow) -> None:
         try:
             outcome = self._attempt(row)
-        except BaseException as exc:  # never lose a row: a crash in the code becomes a retry
+        except BaseException as exc:  # a bug in a channel becomes a retry, not a lost row
             logger.exception("sending outbox row %d raised", row.outbox_id)
             failure = DeliveryFailed(f"{type(exc).__name__}: {exc}")
             outcome = self._failed(row, failure)
