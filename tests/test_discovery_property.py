@@ -62,9 +62,10 @@ def reference(
                 None if p.last_access is None else p.last_access >= s + query.retention_day * day
             )
         else:
-            retained = not any(
-                e.event == query.churn_event and e.ts < s + query.retention_day * day for e in mine
-            )
+            churned = [e.ts for e in mine if e.event == query.churn_event]
+            if any(ts < s + query.first_days * day for ts in churned):
+                continue
+            retained = not any(ts < s + query.retention_day * day for ts in churned)
         if retained is None:
             continue
         population[p.person_id] = retained

@@ -20,8 +20,10 @@ Definitions (docs/analytics.md explains them with examples):
   - ``trait_after``: the timestamp trait ``outcome_trait`` (such as a last-access time) is at
     or after signup + R days. Persons without a readable value are left out and counted in a
     ``MISSING_TRAIT`` notice. Horizon: R.
-  - ``not_churned``: no ``churn_event`` before signup + R days. The churn event is never a
-    candidate. Horizon: R.
+  - ``not_churned``: no ``churn_event`` before signup + R days. Persons who churned within
+    the behaviour window are left out (counted in a ``CHURNED_EARLY`` notice), because the
+    question is what predicts churn among those still there on day D. The churn event is never
+    a candidate. Horizon: R.
   Return events are the names in ``return_events``, or any named event when empty.
 - For each candidate, with a = doers retained, b = doers not retained, c = non-doers
   retained, d = non-doers not retained:
@@ -56,6 +58,7 @@ import yaml
 from scipy import stats
 
 from headstart.analytics.lifecycle_base import (
+    CHURNED_EARLY,
     FEW_CANDIDATES,
     LOW_SAMPLE,
     MISSING_TRAIT,
@@ -262,8 +265,17 @@ def _discover(conn: duckdb.DuckDBPyConnection, query: DiscoveryQuery) -> Discove
 
     params = Params()
     base = _population_sql(query, params, as_of)
-    population, retained, missing = _totals(conn, base, params)
+    population, retained, missing, churned_early = _totals(conn, base, params)
     notices: list[Notice] = []
+    if churned_early:
+        notices.append(
+            Notice(
+                CHURNED_EARLY,
+                f"{churned_early} persons did {query.churn_event} within the first "
+                f"{query.first_days} days and are left out: the analysis predicts from day "
+                f"{query.first_days} on",
+            )
+        )
     if missing:
         notices.append(
             Notice(
@@ -322,10 +334,20 @@ def _population_sql(query: DiscoveryQuery, params: Params, as_of: int) -> str:
         conditions += f" AND signup_at >= make_timestamp({params.add(query.signup_from)})"
     if query.signup_to is not None:
         conditions += f" AND signup_at < make_timestamp({params.add(query.signup_to)})"
+    pop = "SELECT * FROM signed"
+    if query.outcome == "not_churned":
+        churn = params.add(query.churn_event)
+        pop = f"""
+            SELECT * FROM signed p WHERE NOT EXISTS (
+                SELECT 1 FROM events r WHERE r.person_id = p.person_id AND r.event = {churn}
+                AND r.ts < make_timestamp(p.s + {query.first_days * MICROS_PER_DAY})
+            )
+        """
     return f"""
-        WITH pop AS MATERIALIZED (
+        WITH signed AS MATERIALIZED (
             SELECT person_id, epoch_us(signup_at) AS s, traits FROM persons WHERE {conditions}
         ),
+        pop AS MATERIALIZED ({pop}),
         outcome AS MATERIALIZED ({_outcome_sql(query, params, as_of_param)})
     """
 
@@ -388,16 +410,20 @@ def _event_filter(alias: str, names: tuple[str, ...], params: Params) -> str:
     return f"{alias}.event IN ({placeholders})"
 
 
-def _totals(conn: duckdb.DuckDBPyConnection, base: str, params: Params) -> tuple[int, int, int]:
+def _totals(
+    conn: duckdb.DuckDBPyConnection, base: str, params: Params
+) -> tuple[int, int, int, int]:
+    """Return the population, how many were retained, without the trait, and churned early."""
     row = conn.execute(
         f"""{base}
-        SELECT count(retained), count(*) FILTER (WHERE retained), count(*) - count(retained)
+        SELECT count(retained), count(*) FILTER (WHERE retained), count(*) - count(retained),
+               (SELECT count(*) FROM signed) - (SELECT count(*) FROM pop)
         FROM outcome
         """,
         params.values,
     ).fetchone()
     assert row is not None
-    return int(row[0]), int(row[1]), int(row[2])
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
 
 
 def _behaviour_counts(
