@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -125,13 +126,35 @@ def run_funnel(
     moment = SystemClock().now_us() if as_of is None else as_of
     if persons is not None:
         _check_selection(spec, persons)
-    sql = _funnel_sql(spec, segments, moment)
+    with units_table(source, spec, as_of=moment, segments=segments) as units:
+        return _aggregate(units.cursor, units.table, units.sql, moment, persons)
+
+
+@dataclass(frozen=True)
+class UnitsTable:
+    """A temporary table of a funnel's units, on its own cursor."""
+
+    cursor: duckdb.DuckDBPyConnection
+    table: str
+    sql: FunnelSql
+
+
+@contextmanager
+def units_table(
+    source: Source, spec: FunnelSpec, *, as_of: int, segments: Sequence[SegmentSpec] = ()
+) -> Iterator[UnitsTable]:
+    """Build the per-unit table of ``spec`` in a temporary table, dropped on exit.
+
+    The table lives on a new cursor of the connection, so concurrent analyses do not see
+    each other's tables.
+    """
+    sql = _funnel_sql(spec, segments, as_of)
     conn = source.conn if isinstance(source, Warehouse) else source
     cursor = conn.cursor()
     table = f"funnel_units_{uuid.uuid4().hex}"
     try:
         cursor.execute(f"CREATE TEMP TABLE {table} AS {sql.units_sql()}")
-        return _aggregate(cursor, table, sql, moment, persons)
+        yield UnitsTable(cursor, table, sql)
     finally:
         cursor.execute(f"DROP TABLE IF EXISTS {table}")
         cursor.close()
