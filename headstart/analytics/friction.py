@@ -26,9 +26,10 @@ import pandas as pd
 
 from headstart.analytics.funnels import MIN_SAMPLE, Source, records, units_table
 from headstart.analytics.sql_funnel import event_key
+from headstart.analytics.warehouse import Warehouse, resolve_as_of
 from headstart.errors import InvalidInput
 from headstart.plan.analytics import FunnelSpec, SegmentSpec
-from headstart.timeutil import SystemClock, to_iso
+from headstart.timeutil import to_iso
 
 FrictionMode = Literal["between", "next"]
 NO_EVENT = "(no event)"
@@ -86,7 +87,7 @@ def friction_points(
             f"friction step {step} is out of range; expected 1 to {len(spec.steps) - 1}, "
             "a step that has a next step"
         )
-    moment = SystemClock().now_us() if as_of is None else as_of
+    moment = resolve_as_of(source.conn if isinstance(source, Warehouse) else source, as_of)
     with units_table(source, spec, as_of=moment, segments=segments) as units:
         cursor = units.cursor
         cursor.execute(_groups_sql(units.table, step, moment))

@@ -20,10 +20,10 @@ import pandas as pd
 
 from headstart.analytics.segments import find_segment, segment_sql
 from headstart.analytics.sql_funnel import FunnelSql, breakdown_columns
-from headstart.analytics.warehouse import Warehouse
+from headstart.analytics.warehouse import Warehouse, resolve_as_of
 from headstart.errors import InvalidInput
 from headstart.plan.analytics import FunnelSpec, SegmentSpec
-from headstart.timeutil import MICROS_PER_SECOND, SystemClock, to_iso
+from headstart.timeutil import MICROS_PER_SECOND, to_iso
 
 # Below this many entered units a result carries LOW_SAMPLE: a rule of thumb, not a test.
 MIN_SAMPLE = 30
@@ -118,12 +118,12 @@ def run_funnel(
     segments: Sequence[SegmentSpec] = (),
     persons: PersonSelection | None = None,
 ) -> FunnelResult:
-    """Compute ``spec`` over the warehouse as of ``as_of`` (UTC µs, default now).
+    """Compute ``spec`` over the warehouse as of ``as_of`` (UTC µs).
 
-    ``as_of`` decides which dropped units are still in their window (``in_progress``) and
+    ``as_of`` defaults to the latest event time in the warehouse. It decides which dropped units are still in their window (``in_progress``) and
     the instant segment breakdowns are evaluated at; events after it still count.
     """
-    moment = SystemClock().now_us() if as_of is None else as_of
+    moment = resolve_as_of(_conn(source), as_of)
     if persons is not None:
         _check_selection(spec, persons)
     with units_table(source, spec, as_of=moment, segments=segments) as units:
@@ -149,8 +149,7 @@ def units_table(
     each other's tables.
     """
     sql = _funnel_sql(spec, segments, as_of)
-    conn = source.conn if isinstance(source, Warehouse) else source
-    cursor = conn.cursor()
+    cursor = _conn(source).cursor()
     table = f"funnel_units_{uuid.uuid4().hex}"
     try:
         cursor.execute(f"CREATE TEMP TABLE {table} AS {sql.units_sql()}")
@@ -173,13 +172,12 @@ def funnel_units(
     time step k was reached (NULL when it was not) and ``window_ends_at`` the end of the
     unit's conversion window.
     """
-    moment = SystemClock().now_us() if as_of is None else as_of
+    moment = resolve_as_of(_conn(source), as_of)
     sql = _funnel_sql(spec, segments, moment)
     times = [f"epoch_us(t{step}) AS t{step}" for step in range(1, sql.steps + 1)]
     columns = [*sql.unit_columns(), "depth", "excluded", *times]
     columns += ["epoch_us(deadline) AS window_ends_at", *breakdown_columns(sql)]
-    conn = source.conn if isinstance(source, Warehouse) else source
-    cursor = conn.cursor()
+    cursor = _conn(source).cursor()
     try:
         frame = cursor.execute(
             f"SELECT {', '.join(columns)} FROM ({sql.units_sql()}) ORDER BY ALL"
@@ -189,6 +187,10 @@ def funnel_units(
     for step in range(1, sql.steps + 1):
         frame[f"t{step}"] = frame[f"t{step}"].astype("Int64")
     return frame
+
+
+def _conn(source: Source) -> duckdb.DuckDBPyConnection:
+    return source.conn if isinstance(source, Warehouse) else source
 
 
 def _funnel_sql(spec: FunnelSpec, segments: Sequence[SegmentSpec], as_of: int) -> FunnelSql:

@@ -1,6 +1,6 @@
 """Behavioural segments from the plan's ``segments:``, evaluated as SQL over the warehouse.
 
-A segment is evaluated as of an instant (default: now). Persons first seen after it are not
+A segment is evaluated as of an instant, by default the latest event time in the warehouse. Persons first seen after it are not
 counted. ``did``/``did_not`` count events with ``as_of - within < ts <= as_of`` (no lower
 bound without ``within``); milestones and activation count when reached at or before
 ``as_of``. Trait conditions read the person's current traits, because the warehouse keeps no
@@ -17,10 +17,9 @@ import pandas as pd
 
 from headstart.analytics.sql_filters import condition_sql, json_path, matcher_sql, sql_string
 from headstart.analytics.sql_funnel import SegmentSql
-from headstart.analytics.warehouse import Warehouse
+from headstart.analytics.warehouse import Warehouse, resolve_as_of
 from headstart.errors import HeadstartError, NotFound
 from headstart.plan.analytics import SegmentCondition, SegmentSpec
-from headstart.timeutil import SystemClock
 
 logger = logging.getLogger(__name__)
 
@@ -88,16 +87,13 @@ def _connection(source: Source) -> duckdb.DuckDBPyConnection:
     return conn.cursor()
 
 
-def _now(as_of: int | None) -> int:
-    return SystemClock().now_us() if as_of is None else as_of
-
-
 def segment_members(source: Source, spec: SegmentSpec, *, as_of: int | None = None) -> pd.DataFrame:
     """Return the members of ``spec`` (``person_id``, ``user_id``), sorted by person id."""
     cursor = _connection(source)
     try:
+        members = members_sql(spec, resolve_as_of(cursor, as_of))
         return cursor.execute(
-            f"SELECT m.person_id, p.user_id FROM ({members_sql(spec, _now(as_of))}) m"
+            f"SELECT m.person_id, p.user_id FROM ({members}) m"
             " LEFT JOIN persons p ON p.person_id = m.person_id ORDER BY m.person_id"
         ).df()
     finally:
@@ -110,8 +106,9 @@ def in_segment(
     """Return whether the person ``person_id`` (a surviving person id) is in ``spec``."""
     cursor = _connection(source)
     try:
+        members = members_sql(spec, resolve_as_of(cursor, as_of))
         row = cursor.execute(
-            f"SELECT count(*) FROM ({members_sql(spec, _now(as_of))}) WHERE person_id = ?",
+            f"SELECT count(*) FROM ({members}) WHERE person_id = ?",
             [person_id],
         ).fetchone()
     finally:
@@ -123,8 +120,8 @@ def segment_sizes(
     source: Source, specs: Sequence[SegmentSpec], *, as_of: int | None = None
 ) -> pd.DataFrame:
     """Return each segment's size and share of all persons; one failure is one row's ``error``."""
-    moment = _now(as_of)
     cursor = _connection(source)
+    moment = resolve_as_of(cursor, as_of)
     rows = []
     try:
         total_row = cursor.execute(

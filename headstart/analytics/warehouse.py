@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from headstart.datadir import DataDir, DirectoryBusy
 from headstart.events import PAGE_EVENT, SCREEN_EVENT
-from headstart.timeutil import parse_iso
+from headstart.timeutil import SystemClock, parse_iso
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +89,20 @@ _LOOKUP_CHUNK = 500
 def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse tables when they do not exist yet."""
     conn.execute(SCHEMA)
+
+
+def resolve_as_of(conn: duckdb.DuckDBPyConnection, as_of: int | None) -> int:
+    """Return ``as_of``, or else the latest event time, or else the current time.
+
+    Analyses default to the end of the data rather than the clock, so that imported history
+    (where every conversion window ended long ago by the clock) reads as it did then.
+    """
+    if as_of is not None:
+        return as_of
+    row = conn.execute("SELECT epoch_us(max(ts)) FROM events").fetchone()
+    if row is None or row[0] is None:
+        return SystemClock().now_us()
+    return int(row[0])
 
 
 def to_micros(value: Instant) -> int:
