@@ -14,7 +14,14 @@ import orjson
 import typer
 from rich.table import Table
 
-from headstart.cli.common import DEFAULT_DATA_DIR, DataDirOption, JsonOption, console, print_json
+from headstart.cli.common import (
+    DEFAULT_DATA_DIR,
+    DataDirOption,
+    JsonOption,
+    console,
+    err_console,
+    print_json,
+)
 from headstart.datadir import DataDir
 from headstart.delivery.outbox import STATUSES, OutboxStore
 from headstart.errors import HeadstartError, InvalidInput
@@ -151,9 +158,9 @@ def vapid_keys() -> None:
     from headstart.channels.push import generate_vapid_key
 
     private, public = generate_vapid_key()
-    console.print("private key (put it in the variable named by vapid_private_key_env):")
+    err_console.print("private key (put it in the variable named by vapid_private_key_env):")
     print(private)
-    console.print("public key (the browser's applicationServerKey):")
+    err_console.print("public key (the browser's applicationServerKey):")
     print(public)
 
 
