@@ -295,3 +295,37 @@ def test_vapid_keys_cli():
 
     private, public = run_cli("messages", "vapid-keys").stdout.split()
     assert public_key_text(load_vapid_key(private)) == public
+
+
+def test_inapp_batch_isolates_bad_row(tmp_path: Path):
+    rig = Rig(
+        tmp_path,
+        "channels:\n  in_app: {type: in_app, identity_secret_env: INAPP}\n",
+        {"INAPP": "secret"},
+    )
+    try:
+        for key, payload in (
+            ("good-1", {"title": "a"}),
+            ("bad", {"title": "b", "expires_at": "next tuesday"}),
+            ("good-2", {"title": "c", "priority": 5}),
+        ):
+            rig.outbox.enqueue(
+                idempotency_key=key,
+                person_id="p1",
+                rule="r",
+                step="s",
+                channel="in_app",
+                payload=payload,
+                created_at=T0,
+            )
+        rig.dispatcher.run_until_idle()
+        status = {row.idempotency_key: row.status for row in rig.outbox.rows()}
+        assert status == {"good-1": "sent", "bad": "dead", "good-2": "sent"}
+        conn = sqlite3.connect(tmp_path / "state.sqlite")
+        inbox = conn.execute(
+            "SELECT idempotency_key, priority FROM inbox ORDER BY rowid"
+        ).fetchall()
+        conn.close()
+        assert inbox == [("good-1", 0), ("good-2", 5)]
+    finally:
+        rig.close()

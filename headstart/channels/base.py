@@ -85,6 +85,17 @@ class Channel(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class BatchChannel(Channel, Protocol):
+    """A channel that can also send many messages in one call, for example in one transaction.
+
+    The dispatcher hands rows for such a channel over in groups. The result list is in the order
+    of ``messages`` and holds a ``SendResult`` or a ``DeliveryFailed`` for each message.
+    """
+
+    def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult | DeliveryFailed]: ...
+
+
 @dataclass(frozen=True)
 class ChannelContext:
     """What a channel factory gets besides its own configuration."""

@@ -50,28 +50,47 @@ class InAppChannel:
         self._inbox = InboxStore(context.state_path)
 
     def send(self, message: OutboundMessage) -> SendResult:
-        payload = message.payload
+        result = self.send_batch([message])[0]
+        if isinstance(result, DeliveryFailed):
+            raise result
+        return result
+
+    def send_batch(self, messages: list[OutboundMessage]) -> list[SendResult | DeliveryFailed]:
+        """Put messages into the inbox in one transaction, so a backlog costs one write."""
         now = self.clock.now_us()
-        message_id = inbox_message_id(message.idempotency_key)
-        inserted = self._inbox.deliver(
-            message_id=message_id,
-            idempotency_key=message.idempotency_key,
-            outbox_id=message.outbox_id,
-            person_id=message.person_id,
-            rule=message.rule,
-            step=message.step,
-            priority=_priority(payload),
-            content={k: v for k, v in payload.items() if k not in _CONTROL_FIELDS},
-            delivered_at=now,
-            expires_at=self._expires_at(payload, now),
-        )
-        if not inserted:
-            logger.info(
-                "in-app message %s was already in the inbox (outbox row %d)",
-                message_id,
-                message.outbox_id,
-            )
-        return SendResult(provider_message_id=message_id)
+        results: list[SendResult | DeliveryFailed] = []
+        rows: list[dict[str, Any]] = []
+        for message in messages:
+            try:
+                rows.append(self._row(message, now))
+            except DeliveryFailed as failure:
+                results.append(failure)
+                continue
+            results.append(SendResult(provider_message_id=rows[-1]["message_id"]))
+        inserted = iter(self._inbox.deliver_many(rows))
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, SendResult) and not next(inserted):
+                logger.info(
+                    "in-app message %s was already in the inbox (outbox row %d)",
+                    result.provider_message_id,
+                    message.outbox_id,
+                )
+        return results
+
+    def _row(self, message: OutboundMessage, now: int) -> dict[str, Any]:
+        payload = message.payload
+        return {
+            "message_id": inbox_message_id(message.idempotency_key),
+            "idempotency_key": message.idempotency_key,
+            "outbox_id": message.outbox_id,
+            "person_id": message.person_id,
+            "rule": message.rule,
+            "step": message.step,
+            "priority": _priority(payload),
+            "content": {k: v for k, v in payload.items() if k not in _CONTROL_FIELDS},
+            "delivered_at": now,
+            "expires_at": self._expires_at(payload, now),
+        }
 
     def close(self) -> None:
         self._inbox.close()

@@ -93,26 +93,39 @@ class InboxStore:
         expires_at: int | None,
     ) -> bool:
         """Insert a message; return False when its idempotency key was delivered before."""
+        params = _insert_params(
+            message_id=message_id,
+            idempotency_key=idempotency_key,
+            outbox_id=outbox_id,
+            person_id=person_id,
+            rule=rule,
+            step=step,
+            priority=priority,
+            content=content,
+            delivered_at=delivered_at,
+            expires_at=expires_at,
+        )
         with self._lock:
-            cursor = self._conn.execute(
-                "INSERT INTO inbox (message_id, idempotency_key, outbox_id, person_id, rule,"
-                " step, priority, content, delivered_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (idempotency_key) DO NOTHING",
-                (
-                    message_id,
-                    idempotency_key,
-                    outbox_id,
-                    person_id,
-                    rule,
-                    step,
-                    priority,
-                    orjson.dumps(content).decode(),
-                    delivered_at,
-                    expires_at,
-                ),
-            )
+            cursor = self._conn.execute(_INSERT, params)
         return cursor.rowcount == 1
+
+    def deliver_many(self, rows: Sequence[dict[str, Any]]) -> list[bool]:
+        """Insert many messages (``deliver``'s keyword arguments) in one transaction.
+
+        Returns, per row, whether it was inserted (False: delivered before).
+        """
+        inserted: list[bool] = []
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    cursor = self._conn.execute(_INSERT, _insert_params(**row))
+                    inserted.append(cursor.rowcount == 1)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        return inserted
 
     def person_ids(self, user_id: str) -> list[str]:
         """Return the person of ``user_id`` followed by the persons merged into it."""
@@ -172,6 +185,40 @@ class InboxStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+_INSERT = (
+    "INSERT INTO inbox (message_id, idempotency_key, outbox_id, person_id, rule, step, priority,"
+    " content, delivered_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+)
+
+
+def _insert_params(
+    *,
+    message_id: str,
+    idempotency_key: str,
+    outbox_id: int,
+    person_id: str,
+    rule: str,
+    step: str,
+    priority: int,
+    content: dict[str, Any],
+    delivered_at: int,
+    expires_at: int | None,
+) -> tuple[Any, ...]:
+    return (
+        message_id,
+        idempotency_key,
+        outbox_id,
+        person_id,
+        rule,
+        step,
+        priority,
+        orjson.dumps(content).decode(),
+        delivered_at,
+        expires_at,
+    )
 
 
 def current_message(messages: Sequence[InboxMessage]) -> InboxMessage | None:

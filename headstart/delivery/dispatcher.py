@@ -1,7 +1,8 @@
 """The dispatcher: claims due outbox rows, sends them on worker threads, records outcomes.
 
 One step records the outcomes that finished since the last step in one transaction, then
-claims as many due rows as there are free worker threads. A crash between a send and its
+claims due rows up to ``max_in_flight`` and queues them on the worker threads. Rows for a
+channel with ``send_batch`` (the in-app inbox) go to it in groups of up to ``BATCH_SIZE``. A crash between a send and its
 record leaves the row ``sending``; the next dispatcher sends it again with the same
 idempotency key, so delivery is at-least-once and receivers deduplicate by that key.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from headstart.channels.base import DeliveryFailed, OutboundMessage
+from headstart.channels.base import BatchChannel, DeliveryFailed, OutboundMessage
 from headstart.delivery.channelset import ChannelSet
 from headstart.delivery.outbox import OutboxRow, OutboxStore, Outcome
 from headstart.delivery.retry import after_failure
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 LEASE_SECONDS = 300.0
 # Repeats of one failure message are logged at most this often.
 LOG_EVERY_SECONDS = 10.0
+# Rows handed to one send_batch call.
+BATCH_SIZE = 200
 
 
 class Dispatcher:
@@ -39,7 +42,8 @@ class Dispatcher:
         channels: ChannelSet,
         clock: Clock,
         *,
-        max_in_flight: int = 16,
+        max_in_flight: int = 256,
+        threads: int = 16,
         lease_s: float = LEASE_SECONDS,
         rng: random.Random | None = None,
     ):
@@ -49,10 +53,12 @@ class Dispatcher:
         self.max_in_flight = max_in_flight
         self.lease_us = int(lease_s * MICROS_PER_SECOND)
         self._rng = rng or random.Random()
-        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="send")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="send")
         self._done: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._in_flight: set[int] = set()
-        self._claim_batch = max(1, max_in_flight // 4)
+        # Claim only when this many rows are free: every claim is a write transaction, and
+        # it waits whenever the processor holds the write lock of state.sqlite.
+        self._claim_batch = max(1, min(threads, max_in_flight // 4))
         self._last_logged: dict[str, float] = {}
         self.sent = 0
         self.failed = 0
@@ -122,10 +128,57 @@ class Dispatcher:
         if self._in_flight and free < self._claim_batch:
             return 0
         rows = self.outbox.claim(self.clock.now_us(), free, self.lease_us, self._in_flight)
+        groups: dict[str, list[OutboxRow]] = {}
         for row in rows:
             self._in_flight.add(row.outbox_id)
-            self._pool.submit(self._send, row)
+            if self._batch_channel(row.channel) is None:
+                self._pool.submit(self._send, row)
+            else:
+                groups.setdefault(row.channel, []).append(row)
+        for group in groups.values():
+            for start in range(0, len(group), BATCH_SIZE):
+                self._pool.submit(self._send_group, group[start : start + BATCH_SIZE])
         return len(rows)
+
+    def _batch_channel(self, name: str) -> BatchChannel | None:
+        try:
+            channel = self.channels.get(name)
+        except DeliveryFailed:
+            return None
+        return channel if isinstance(channel, BatchChannel) else None
+
+    def _send_group(self, rows: list[OutboxRow]) -> None:
+        outcomes: dict[int, Outcome] = {}
+        messages: list[OutboundMessage] = []
+        for row in rows:
+            try:
+                messages.append(outbound_message(row))
+            except DeliveryFailed as unusable:
+                outcomes[row.outbox_id] = self._failed(row, unusable)
+        by_id = {row.outbox_id: row for row in rows}
+        try:
+            channel = self._batch_channel(rows[0].channel)
+            if channel is None:
+                raise DeliveryFailed(f"channel {rows[0].channel!r} is no longer configured")
+            results = channel.send_batch(messages)
+        except BaseException as exc:  # a bug in a channel becomes a retry, not a lost row
+            logger.exception("sending %d outbox rows as a batch raised", len(messages))
+            if isinstance(exc, DeliveryFailed):
+                group_failure = exc
+            else:
+                group_failure = DeliveryFailed(f"{type(exc).__name__}: {exc}")
+            results = [group_failure] * len(messages)
+        now = self.clock.now_us()
+        for message, result in zip(messages, results, strict=True):
+            row = by_id[message.outbox_id]
+            if isinstance(result, DeliveryFailed):
+                outcomes[row.outbox_id] = self._failed(row, result)
+            else:
+                outcomes[row.outbox_id] = Outcome(
+                    row.outbox_id, "sent", now, provider_message_id=result.provider_message_id
+                )
+        for outcome in outcomes.values():
+            self._done.put(outcome)
 
     def _send(self, row: OutboxRow) -> None:
         try:

@@ -34,7 +34,9 @@ LOCK_WAIT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 20.0
 
 
-def run(data_dir: DataDir, parent_pid: int | None, *, max_in_flight: int = 16) -> None:
+def run(
+    data_dir: DataDir, parent_pid: int | None, *, max_in_flight: int = 256, threads: int = 16
+) -> None:
     lock = _wait_for_lock(data_dir, LOCK_WAIT_SECONDS)
     if lock is None:
         logger.error(
@@ -59,6 +61,7 @@ def run(data_dir: DataDir, parent_pid: int | None, *, max_in_flight: int = 16) -
         ChannelSet.from_plan(plan, context),
         clock,
         max_in_flight=max_in_flight,
+        threads=threads,
     )
     dispatcher.recover()
     logger.info("dispatcher started for %s", data_dir.root)
@@ -128,13 +131,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument(
-        "--max-in-flight", type=int, default=16, help="Sends in progress at once (threads)."
+        "--max-in-flight", type=int, default=256, help="Claimed rows not yet recorded, at most."
     )
+    parser.add_argument("--threads", type=int, default=16, help="Sends running at once.")
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    run(DataDir.create(args.data_dir), args.parent_pid, max_in_flight=args.max_in_flight)
+    run(
+        DataDir.create(args.data_dir),
+        args.parent_pid,
+        max_in_flight=args.max_in_flight,
+        threads=args.threads,
+    )
 
 
 if __name__ == "__main__":
