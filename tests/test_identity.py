@@ -159,10 +159,8 @@ IDENTITY_CASES = [
             track("Opened App", anon="phone", hours=4),
         ],
         persons=[{"user_id:alice", "anonymous_id:phone"}, {"user_id:bob"}],
-        warnings={
-            "user_id:alice": ["identity_conflict", "identity_conflict"],
-            "user_id:bob": ["identity_conflict", "identity_conflict"],
-        },
+        # The second conflicting event counts up the same warning instead of adding one.
+        warnings={"user_id:alice": ["identity_conflict"], "user_id:bob": ["identity_conflict"]},
         counts={"user_id:alice": {"Opened App": 1}, "user_id:bob": {"Clicked": 1}},
     ),
     IdentityCase(
@@ -500,3 +498,32 @@ def test_first_and_last_seen_across_devices(tmp_path: Path) -> None:
     assert alice.last_seen == instant(9)
     assert pipeline.person("phone") == alice
     assert pipeline.person("laptop") == alice
+
+
+def test_repeated_conflict_counts_up(tmp_path: Path) -> None:
+    pipeline = Pipeline(tmp_path, PLAN)
+    pipeline.send(
+        identify("alice", "phone", hours=1),
+        identify("bob", "phone", hours=2, message_id="first-conflict"),
+        track("Clicked", user="bob", anon="phone", hours=3),
+        track("Clicked", user="bob", anon="phone", hours=4),
+    )
+    alice = pipeline.store.find_person_id("alice") or ""
+    [warning] = pipeline.store.warnings_of(alice)
+
+    assert warning["count"] == 3
+    assert "first-conflict" in warning["message"]
+    assert warning["last_seq"] > warning["seq"]
+
+
+def test_placeholder_ids_stay_in_the_log(tmp_path: Path) -> None:
+    pipeline = Pipeline(tmp_path, PLAN)
+    pipeline.send(track("Clicked", user="undefined", anon="laptop", hours=1))
+
+    [(user_id, anonymous_id)] = pipeline.log.connection.execute(
+        "SELECT user_id, anonymous_id FROM events"
+    ).fetchall()
+    person = pipeline.store.find_person_id("laptop") or ""
+
+    assert (user_id, anonymous_id) == ("undefined", "laptop")
+    assert pipeline.store.identifiers_of(person) == [("anonymous_id", "laptop")]

@@ -36,7 +36,7 @@ class IdentityResolver:
             self._apart.setdefault(b, set()).add(a)
 
     def usable(self, value: str | None) -> str | None:
-        if value is None or value.strip().lower() in self.blocklist:
+        if value is None or not value.strip() or value.strip().lower() in self.blocklist:
             return None
         return value
 
@@ -174,13 +174,14 @@ class IdentityResolver:
     def _conflict(
         self, event: LoggedEvent, person: Person, other: Person, *, link: tuple[str, str]
     ) -> None:
+        key = f"{link[0]}:{link[1]}|{person.user_id}|{other.user_id}"
         message = (
             f"not merged: {link[0]} {link[1]!r} links user ids {person.user_id!r} and "
-            f"{other.user_id!r} (event {event.message_id}); a person has one user id, so merge "
-            "them explicitly if they are the same person"
+            f"{other.user_id!r} (first in event {event.message_id}); a person has one user id, "
+            "so merge them explicitly if they are the same person"
         )
-        self.ws.warn(event.seq, event.timestamp, person, "identity_conflict", message)
-        self.ws.warn(event.seq, event.timestamp, other, "identity_conflict", message)
+        self.ws.warn(event.seq, event.timestamp, person, "identity_conflict", message, key)
+        self.ws.warn(event.seq, event.timestamp, other, "identity_conflict", message, key)
 
     def _admin_merge(self, event: LoggedEvent, request: AdminMerge) -> None:
         into_id = self.ws.person_id_of(*request.into)
@@ -211,12 +212,13 @@ class IdentityResolver:
         )
 
     def _warn_separated(self, event: LoggedEvent, person: Person, other: Person) -> None:
+        key = "|".join(sorted((person.person_id, other.person_id)))
         message = (
             f"not merged: an admin separation keeps persons {person.person_id} and "
-            f"{other.person_id} apart (event {event.message_id})"
+            f"{other.person_id} apart (first in event {event.message_id})"
         )
-        self.ws.warn(event.seq, event.timestamp, person, "identity_separated", message)
-        self.ws.warn(event.seq, event.timestamp, other, "identity_separated", message)
+        self.ws.warn(event.seq, event.timestamp, person, "identity_separated", message, key)
+        self.ws.warn(event.seq, event.timestamp, other, "identity_separated", message, key)
 
 
 def _survivor(identified: Person, other: Person) -> tuple[Person, Person]:

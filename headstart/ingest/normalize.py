@@ -92,11 +92,15 @@ def normalize(raw: Any, message_type: str | None, ctx: IngestContext) -> LogReco
         except ValidationError as exc:
             raise InvalidInput(_describe(exc), code="invalid_event") from None
 
-    user_id = _usable_id(raw.get("userId"), "userId", ctx.blocklist)
-    anonymous_id = _usable_id(raw.get("anonymousId"), "anonymousId", ctx.blocklist)
+    # The log keeps ids as sent, placeholders included, so a rebuild with a changed blocklist
+    # sees them; identity resolution skips placeholders. Ingest only rejects an event that has
+    # no usable id under the current blocklist.
+    user_id = _id_text(raw.get("userId"), "userId")
+    anonymous_id = _id_text(raw.get("anonymousId"), "anonymousId")
+    usable_user_id = _usable(user_id, ctx.blocklist)
     if kind == "alias":
-        _require_alias_ids(raw, user_id, ctx.blocklist)
-    elif user_id is None and anonymous_id is None:
+        _require_alias_ids(raw, usable_user_id, ctx.blocklist)
+    elif usable_user_id is None and _usable(anonymous_id, ctx.blocklist) is None:
         raise InvalidInput(
             "the event has neither userId nor anonymousId (null, empty and placeholder values "
             "such as 'undefined' count as absent); set at least one of them",
@@ -205,7 +209,8 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _usable_id(value: str | int | None, field_name: str, blocklist: frozenset[str]) -> str | None:
+def _id_text(value: str | int | None, field_name: str) -> str | None:
+    """Return an id as text, or None when it is absent or empty."""
     if value is None:
         return None
     text = str(value)
@@ -214,7 +219,12 @@ def _usable_id(value: str | int | None, field_name: str, blocklist: frozenset[st
             f"{field_name} is {len(text)} characters long; ids are limited to 256",
             code="invalid_event",
         )
-    if text.strip() == "" or text.strip().lower() in blocklist:
+    return text if text.strip() else None
+
+
+def _usable(text: str | None, blocklist: frozenset[str]) -> str | None:
+    """Return ``text`` unless it is absent or a placeholder from the blocklist."""
+    if text is None or text.strip().lower() in blocklist:
         return None
     return text
 
@@ -226,7 +236,7 @@ def _require_alias_ids(raw: dict[str, Any], user_id: str | None, blocklist: froz
             "an alias call needs userId, the id the user is known by from now on",
             code="missing_identity",
         )
-    if _usable_id(previous, "previousId", blocklist) is None:
+    if _usable(_id_text(previous, "previousId"), blocklist) is None:
         raise InvalidInput(
             f"previousId={previous!r} is empty or a placeholder; send the id to merge into userId",
             code="missing_identity",
@@ -296,7 +306,7 @@ def _copy_name_to_properties(body: dict[str, Any]) -> None:
     if name is None:
         return
     properties = body.get("properties")
-    if not isinstance(properties, dict):
-        properties = {}
+    # A copy, so the caller's message is left as it was.
+    properties = dict(properties) if isinstance(properties, dict) else {}
     properties.setdefault("name", name)
     body["properties"] = properties

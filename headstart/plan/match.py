@@ -10,6 +10,8 @@ from headstart.plan.model import EventMatcher
 
 Predicate = Callable[[LoggedEvent], bool]
 _MISSING = object()
+# What readers return for an absent field.
+MISSING = _MISSING
 
 
 def compile_matcher(matcher: EventMatcher) -> Predicate:
@@ -34,9 +36,29 @@ def _compile_condition(key: str, condition: Any) -> Predicate:
         return lambda event: all(test(read(event)) for test in tests)
     if isinstance(condition, list):
         allowed = condition
-        return lambda event: read(event) in allowed
+        return lambda event: _member(read(event), allowed)
     expected = condition
-    return lambda event: read(event) == expected
+    return lambda event: _same(read(event), expected)
+
+
+def value_test(condition: Any) -> Callable[[Any], bool]:
+    """Return a test of one value with ``where`` semantics: a value, a list or operators.
+
+    A value that is absent must be passed as ``MISSING``, so ``{exists: false}`` holds for it.
+    """
+    if isinstance(condition, dict):
+        tests = [_operator(op, operand) for op, operand in condition.items()]
+        return lambda value: all(test(value) for test in tests)
+    if isinstance(condition, list):
+        allowed = condition
+        return lambda value: _member(value, allowed)
+    expected = condition
+    return lambda value: _same(value, expected)
+
+
+def field_reader(key: str) -> Callable[[LoggedEvent], Any]:
+    """Return a function that reads ``key`` from an event as ``where`` does, or ``MISSING``."""
+    return _reader(key)
 
 
 def _reader(key: str) -> Callable[[LoggedEvent], Any]:
@@ -65,13 +87,13 @@ def _path_reader(
 
 def _operator(op: str, operand: Any) -> Callable[[Any], bool]:
     if op == "eq":
-        return lambda value: value == operand
+        return lambda value: _same(value, operand)
     if op == "ne":
-        return lambda value: value is not _MISSING and value != operand
+        return lambda value: value is not _MISSING and not _same(value, operand)
     if op == "in":
-        return lambda value: value in operand
+        return lambda value: _member(value, operand)
     if op == "not_in":
-        return lambda value: value is not _MISSING and value not in operand
+        return lambda value: value is not _MISSING and not _member(value, operand)
     if op == "exists":
         return lambda value: (value is not _MISSING and value is not None) == bool(operand)
     if op == "contains":
@@ -83,7 +105,18 @@ def _contains(value: Any, operand: Any) -> bool:
     """Substring test for strings, membership test for lists; False for other values."""
     if isinstance(value, str):
         return isinstance(operand, str) and operand in value
-    return isinstance(value, list) and operand in value
+    return isinstance(value, list) and _member(operand, value)
+
+
+def _same(value: Any, expected: Any) -> bool:
+    """Compare as JSON does: ``true`` never equals ``1``, unlike Python's ``True == 1``."""
+    if isinstance(value, bool) or isinstance(expected, bool):
+        return isinstance(value, bool) and isinstance(expected, bool) and value == expected
+    return bool(value == expected)
+
+
+def _member(value: Any, allowed: Any) -> bool:
+    return any(_same(value, candidate) for candidate in allowed)
 
 
 def _comparison(op: str, operand: Any) -> Callable[[Any], bool]:

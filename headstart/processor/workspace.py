@@ -128,8 +128,10 @@ class Workspace:
         self._rewrite.discard(loser.person_id)
         self._rewrite.add(survivor.person_id)
 
-    def warn(self, seq: int, at: int, person: Person, code: str, message: str) -> None:
-        self.store.record_warning(seq, at, person.person_id, code, message)
+    def warn(
+        self, seq: int, at: int, person: Person, code: str, message: str, key: str | None = None
+    ) -> None:
+        self.store.record_warning(seq, at, person.person_id, code, message, key)
 
     def record_merge(
         self,

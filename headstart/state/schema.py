@@ -47,15 +47,20 @@ CREATE TABLE IF NOT EXISTS merges (
 );
 CREATE INDEX IF NOT EXISTS merges_survivor ON merges (survivor);
 CREATE INDEX IF NOT EXISTS merges_merged ON merges (merged);
+-- One row per distinct problem of a person: ``key`` identifies it, ``message`` describes its
+-- first occurrence (at ``seq``), and ``count`` / ``last_seq`` track the repeats.
 CREATE TABLE IF NOT EXISTS warnings (
     warning_id INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL,
     at INTEGER NOT NULL,
     person_id TEXT NOT NULL,
     code TEXT NOT NULL,
-    message TEXT NOT NULL
+    key TEXT NOT NULL,
+    message TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    last_seq INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS warnings_person ON warnings (person_id);
+CREATE UNIQUE INDEX IF NOT EXISTS warnings_person ON warnings (person_id, code, key);
 CREATE TABLE IF NOT EXISTS failed_events (
     seq INTEGER PRIMARY KEY,
     error TEXT NOT NULL
@@ -110,10 +115,95 @@ CREATE TABLE IF NOT EXISTS push_subscriptions (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS push_subscriptions_user ON push_subscriptions (user_id);
+-- Frequency caps count a person's sends per channel around a send time.
+CREATE INDEX IF NOT EXISTS outbox_person ON outbox (person_id, channel, not_before);
+-- Trigger enrollments: a person watching for or inside a rule, per correlation key. Not
+-- derived, like every trigger table below: a rebuild keeps them, so journeys in progress go on
+-- and events decided before the rebuild are not decided again.
+CREATE TABLE IF NOT EXISTS enrollments (
+    enrollment_id INTEGER PRIMARY KEY,
+    rule TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    -- correlation key value; '' when the rule has none
+    key TEXT NOT NULL,
+    -- log sequence number of the event that started it, part of every idempotency key
+    occurrence TEXT NOT NULL,
+    -- watching (absence or stall entry pending), active, completed, exited, goal, cancelled
+    status TEXT NOT NULL,
+    -- the step the enrollment waits at, while active
+    step TEXT,
+    rule_version TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    entered_at INTEGER,
+    ended_at INTEGER,
+    reason TEXT,
+    -- JSON: the event that entered or last resumed it (name, properties, timestamp, seq)
+    context BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS enrollments_open ON enrollments (rule, person_id, key)
+    WHERE status IN ('watching', 'active');
+CREATE INDEX IF NOT EXISTS enrollments_person ON enrollments (person_id, status);
+CREATE INDEX IF NOT EXISTS enrollments_history ON enrollments (rule, person_id, key, entered_at);
+-- Pending timers only: a fired or cancelled timer is deleted.
+CREATE TABLE IF NOT EXISTS timers (
+    timer_id INTEGER PRIMARY KEY,
+    due INTEGER NOT NULL,
+    -- absence, stall, wait, wait_for, in_app_expiry
+    kind TEXT NOT NULL,
+    person_id TEXT NOT NULL,
+    enrollment_id INTEGER,
+    step TEXT,
+    -- in_app_expiry: the idempotency key of the open in-app message
+    ref TEXT
+);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due);
+CREATE INDEX IF NOT EXISTS timers_enrollment ON timers (enrollment_id);
+-- In-app messages per person: at most one open (handed to the outbox), the rest queued.
+CREATE TABLE IF NOT EXISTS inapp_slots (
+    idempotency_key TEXT PRIMARY KEY,
+    person_id TEXT NOT NULL,
+    -- queued, open, closed
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    rule TEXT NOT NULL,
+    step TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    opened_at INTEGER,
+    closed_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS inapp_slots_person ON inapp_slots (person_id, status);
+-- Every trigger decision with its reason, for the person timeline.
+CREATE TABLE IF NOT EXISTS decisions (
+    decision_id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    person_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    enrollment_id INTEGER,
+    step TEXT,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    -- the log event that led to it; null for a timer
+    seq INTEGER,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS decisions_person ON decisions (person_id, decision_id);
+-- Events the triggers emit (emit and set_trait steps), appended to the log after the commit.
+CREATE TABLE IF NOT EXISTS trigger_emits (
+    message_id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    appended_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS trigger_emits_pending ON trigger_emits (created_at)
+    WHERE appended_at IS NULL;
 """
 
 # Tables emptied when the state is rebuilt from the log. The outbox, inbox and push
-# subscriptions are not among them because they record sends and browser registrations.
+# subscriptions are not among them because they record sends and browser registrations, nor
+# are the trigger tables (enrollments, timers, inapp_slots, decisions, trigger_emits), because
+# they record decisions already taken.
 DERIVED_TABLES = (
     "identifiers",
     "persons",

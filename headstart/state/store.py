@@ -19,6 +19,7 @@ import orjson
 from headstart.profiles.person import Person
 from headstart.sqlite import connect
 from headstart.state.schema import DERIVED_TABLES, SCHEMA
+from headstart.triggers.tables import move_person_triggers
 
 PersonRow = tuple[Person, int | None, dict[str, int | None]]
 
@@ -98,11 +99,15 @@ class StateStore:
             "INSERT OR REPLACE INTO merged_persons (person_id, merged_into) VALUES (?, ?)",
             (from_person, to_person),
         )
+        # A warning both persons already had stays once, on the survivor.
         self.conn.execute(
-            "UPDATE warnings SET person_id = ? WHERE person_id = ?", (to_person, from_person)
+            "UPDATE OR IGNORE warnings SET person_id = ? WHERE person_id = ?",
+            (to_person, from_person),
         )
+        self.conn.execute("DELETE FROM warnings WHERE person_id = ?", (from_person,))
         self.conn.execute("DELETE FROM persons WHERE person_id = ?", (from_person,))
         self.conn.execute("DELETE FROM milestones WHERE person_id = ?", (from_person,))
+        move_person_triggers(self.conn, from_person, to_person)
 
     def identifiers_of(self, person_id: str) -> list[tuple[str, str]]:
         with self.lock:
@@ -239,10 +244,16 @@ class StateStore:
             (seq, at, survivor, merged, reason, orjson.dumps(detail).decode()),
         )
 
-    def record_warning(self, seq: int, at: int, person_id: str, code: str, message: str) -> None:
+    def record_warning(
+        self, seq: int, at: int, person_id: str, code: str, message: str, key: str | None = None
+    ) -> None:
+        """Record a warning; a repeat of the same ``key`` only counts up."""
         self.conn.execute(
-            "INSERT INTO warnings (seq, at, person_id, code, message) VALUES (?, ?, ?, ?, ?)",
-            (seq, at, person_id, code, message),
+            "INSERT INTO warnings (seq, at, person_id, code, key, message, last_seq)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (person_id, code, key) DO UPDATE SET count = count + 1,"
+            " last_seq = excluded.seq",
+            (seq, at, person_id, code, key if key is not None else message, message, seq),
         )
 
     def record_failure(self, seq: int, error: str) -> None:
@@ -272,12 +283,20 @@ class StateStore:
     def warnings_of(self, person_id: str) -> list[dict[str, Any]]:
         with self.lock:
             rows = self.conn.execute(
-                "SELECT seq, at, code, message FROM warnings WHERE person_id = ? ORDER BY warning_id",
+                "SELECT seq, at, code, message, count, last_seq FROM warnings"
+                " WHERE person_id = ? ORDER BY warning_id",
                 (person_id,),
             ).fetchall()
         return [
-            {"seq": seq, "at": at, "code": code, "message": message}
-            for seq, at, code, message in rows
+            {
+                "seq": seq,
+                "at": at,
+                "code": code,
+                "message": message,
+                "count": count,
+                "last_seq": last_seq,
+            }
+            for seq, at, code, message, count, last_seq in rows
         ]
 
     def close(self) -> None:
