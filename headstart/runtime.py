@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 
+from headstart.analytics.warehouse import Warehouse
 from headstart.datadir import DataDir
 from headstart.errors import InvalidInput, PlanError
 from headstart.ingest.normalize import Limits
@@ -57,6 +59,8 @@ class Runtime:
     clock: Clock
     _plan: Plan | None = None
     _plan_signature: tuple[float, int] | None = field(default=None)
+    _warehouse: Warehouse | None = field(default=None)
+    _warehouse_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(
@@ -109,6 +113,17 @@ class Runtime:
             time.sleep(0.01)
         return True
 
+    def warehouse(self) -> Warehouse:
+        """Return the analytics warehouse of this server, opened on first use.
+
+        The server holds ``analytics.duckdb`` for writing as long as it runs; callers sync it
+        before they query.
+        """
+        with self._warehouse_lock:
+            if self._warehouse is None:
+                self._warehouse = Warehouse.open(self.data_dir)
+            return self._warehouse
+
     def start(self) -> None:
         self.plan()
         self.writer.start()
@@ -117,3 +132,5 @@ class Runtime:
         self.writer.stop()
         self.log.close()
         self.state.close()
+        if self._warehouse is not None:
+            self._warehouse.close()

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -65,7 +66,9 @@ from headstart.analytics.lifecycle_base import (
     NO_DATA,
     NO_VARIATION,
     Notice,
+    ParamReader,
     Params,
+    ParamValue,
     Source,
     cursor_for,
     json_path,
@@ -136,6 +139,32 @@ class DiscoveryQuery:
     signup_from: int | None = None
     signup_to: int | None = None
     as_of: int | None = None
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, ParamValue]) -> DiscoveryQuery:
+        """Build a query from text parameters (REST query string, CLI options), validated.
+
+        ``split`` values read ``EVENT=PROPERTY[,PROPERTY...]``, e.g. ``Badge Awarded=name``.
+        """
+        read = ParamReader(values)
+        return cls(
+            first_days=read.integer("first_days", cls.first_days),
+            counts=read.integer_list("counts", cls.counts),
+            outcome=read.text("outcome") or "active_window",  # type: ignore[arg-type]
+            retention_day=read.integer("retention_day", cls.retention_day),
+            window_days=read.integer("window_days", cls.window_days),
+            return_events=read.texts("return_event"),
+            outcome_trait=read.text("outcome_trait"),
+            churn_event=read.text("churn_event"),
+            split=tuple(_parse_split(text) for text in read.texts("split")),
+            exclude_events=read.texts("exclude_event"),
+            min_doers=read.integer("min_doers", cls.min_doers),
+            min_share=read.number("min_share", cls.min_share) or 0.0,
+            top=read.integer("top", cls.top),
+            signup_from=read.instant("signup_from"),
+            signup_to=read.instant("signup_to"),
+            as_of=read.instant("as_of"),
+        ).validate()
 
     def validate(self) -> DiscoveryQuery:
         if self.outcome not in OUTCOMES:
@@ -654,6 +683,16 @@ def _notices(
             )
         )
     return notices
+
+
+def _parse_split(text: str) -> tuple[str, tuple[str, ...]]:
+    event, equals, names = text.rpartition("=")
+    properties = tuple(name.strip() for name in names.split(",") if name.strip())
+    if not equals or not event.strip() or not properties:
+        raise InvalidInput(
+            f"split={text!r} is not EVENT=PROPERTY[,PROPERTY...]; e.g. Badge Awarded=name"
+        )
+    return event.strip(), properties
 
 
 def _check_days(field_name: str, value: int, minimum: int) -> None:

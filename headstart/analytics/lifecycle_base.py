@@ -11,7 +11,7 @@ Instants are UTC microseconds (``int``), as everywhere in headstart. The warehou
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +21,7 @@ import duckdb
 
 from headstart.analytics.warehouse import Warehouse
 from headstart.errors import InvalidInput
+from headstart.timeutil import parse_iso
 
 Source = Warehouse | duckdb.DuckDBPyConnection
 
@@ -159,3 +160,91 @@ def records(frame: Any) -> list[dict[str, Any]]:
             if isinstance(value, float) and not math.isfinite(value):
                 row[key] = None
     return rows
+
+
+ParamValue = str | list[str] | None
+
+
+class ParamReader:
+    """Typed access to request parameters given as text, as the REST API and CLI pass them.
+
+    A missing or empty value returns the default. Each parse error raises InvalidInput
+    naming the parameter, the value and an example of a valid one.
+    """
+
+    def __init__(self, values: Mapping[str, ParamValue]):
+        self.values = values
+
+    def text(self, name: str) -> str | None:
+        value = self.values.get(name)
+        if isinstance(value, list):
+            value = value[-1] if value else None
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def texts(self, name: str) -> tuple[str, ...]:
+        value = self.values.get(name)
+        items = value if isinstance(value, list) else [] if value is None else [value]
+        return tuple(item.strip() for item in items if item.strip())
+
+    def integer(self, name: str, default: int) -> int:
+        text = self.text(name)
+        if text is None:
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidInput(f"{name}={text!r} is not a whole number, e.g. {default}") from None
+
+    def number(self, name: str, default: float | None) -> float | None:
+        text = self.text(name)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            raise InvalidInput(f"{name}={text!r} is not a number, e.g. 7 or 0.5") from None
+        if not math.isfinite(value):
+            raise InvalidInput(f"{name}={text!r} is not a finite number")
+        return value
+
+    def instant(self, name: str) -> int | None:
+        text = self.text(name)
+        if text is None:
+            return None
+        try:
+            return parse_iso(text)
+        except ValueError:
+            raise InvalidInput(
+                f"{name}={text!r} is not an ISO-8601 time, e.g. 2024-01-31 or 2024-01-31T12:00:00Z"
+            ) from None
+
+    def integer_list(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        """Parse ``0-7,14,30`` (ranges inclusive) into a tuple of integers."""
+        ranges = self.ranges(name)
+        if ranges is None:
+            return default
+        values: list[int] = []
+        for lo, hi in ranges:
+            values.extend(range(lo, hi + 1))
+        return tuple(values)
+
+    def ranges(self, name: str) -> tuple[tuple[int, int], ...] | None:
+        """Parse ``1-1,2-7,8`` into ((1, 1), (2, 7), (8, 8)); None when the value is absent."""
+        texts = self.texts(name)
+        if not texts:
+            return None
+        parsed: list[tuple[int, int]] = []
+        for part in (piece.strip() for text in texts for piece in text.split(",")):
+            lo_text, dash, hi_text = part.partition("-")
+            try:
+                lo = int(lo_text)
+                hi = int(hi_text) if dash else lo
+            except ValueError:
+                raise InvalidInput(
+                    f"{name}={','.join(texts)!r} is not a list of numbers and ranges, "
+                    "e.g. 0-7,14,30"
+                ) from None
+            parsed.append((lo, hi))
+        return tuple(parsed)

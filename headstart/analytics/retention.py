@@ -34,6 +34,7 @@ Definitions (docs/analytics.md explains them with examples):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -46,7 +47,9 @@ from headstart.analytics.lifecycle_base import (
     PARTIAL_COHORT,
     UNOBSERVED_CELLS,
     Notice,
+    ParamReader,
     Params,
+    ParamValue,
     Source,
     check_zone,
     cursor_for,
@@ -102,6 +105,29 @@ class RetentionQuery:
     start_from: int | None = None
     start_to: int | None = None
     as_of: int | None = None
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, ParamValue]) -> RetentionQuery:
+        """Build a query from text parameters (REST query string, CLI options), validated."""
+        read = ParamReader(values)
+        by = read.text("by")
+        brackets = read.ranges("brackets")
+        return cls(
+            start_event=read.text("start_event"),
+            start_mode=read.text("start_mode") or "first",  # type: ignore[arg-type]
+            return_events=read.texts("return_event"),
+            kind=read.text("kind") or "n_day",  # type: ignore[arg-type]
+            periods=read.integer_list("periods", cls.periods),
+            brackets=brackets or (),
+            interval=read.text("interval") or "day",  # type: ignore[arg-type]
+            boundary=read.text("boundary") or "rolling",  # type: ignore[arg-type]
+            timezone=read.text("timezone") or "UTC",
+            cohort=read.text("cohort") or "week",  # type: ignore[arg-type]
+            breakdown=None if by is None else Breakdown.parse(by),
+            start_from=read.instant("start_from"),
+            start_to=read.instant("start_to"),
+            as_of=read.instant("as_of"),
+        ).validate()
 
     def validate(self) -> RetentionQuery:
         """Return the query with sorted periods; raise InvalidInput naming the bad field."""

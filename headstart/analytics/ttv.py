@@ -26,6 +26,7 @@ Definitions (docs/analytics.md explains them with examples):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,9 @@ from headstart.analytics.lifecycle_base import (
     LOW_SAMPLE,
     NO_DATA,
     Notice,
+    ParamReader,
     Params,
+    ParamValue,
     Source,
     cursor_for,
     finite_or_none,
@@ -111,6 +114,21 @@ class TtvQuery:
     signup_to: int | None = None
     as_of: int | None = None
     curve_days: int = 30
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, ParamValue]) -> TtvQuery:
+        """Build a query from text parameters (REST query string, CLI options), validated."""
+        read = ParamReader(values)
+        by = read.text("by")
+        return cls(
+            within_days=read.number("within_days", None),
+            breakdown=None if by is None else Breakdown.parse(by),
+            goals=read.texts("goal"),
+            signup_from=read.instant("signup_from"),
+            signup_to=read.instant("signup_to"),
+            as_of=read.instant("as_of"),
+            curve_days=read.integer("curve_days", cls.curve_days),
+        ).validate()
 
     def validate(self) -> TtvQuery:
         if self.within_days is not None and not 0 < self.within_days <= MAX_DAYS:

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headstart import __version__
+from headstart.api.analytics_routes import analytics_router
 from headstart.api.identity_routes import identity_router
 from headstart.api.inapp_routes import inapp_router
 from headstart.api.ingest_routes import ingest_router
@@ -34,6 +35,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(messages_router(runtime))
     app.include_router(inapp_router(runtime))
     app.include_router(identity_router(runtime))
+    app.include_router(analytics_router(runtime))
 
     @app.get("/health", tags=["status"], summary="Liveness check")
     def health() -> dict[str, str]:

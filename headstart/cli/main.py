@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from headstart.cli import analytics as analytics_commands
 from headstart.cli import identity as identity_commands
 from headstart.cli.common import (
     DEFAULT_DATA_DIR,
@@ -281,6 +282,7 @@ def admin_rotate_key(data_dir: DataDirOption = DATA) -> None:
 
 
 identity_commands.register(admin_app)
+analytics_commands.register(app)
 
 
 @admin_app.command("process")

@@ -66,9 +66,11 @@ def parse_plan(text: str, filename: str = "<plan>") -> Plan:
 def plan_hash(plan: Plan) -> str:
     """Return a digest of the plan's meaning; formatting and comments do not change it.
 
-    Channel settings are left out: changing where messages go needs no rebuild of state.
+    Channel settings, saved funnels and segments are left out: changing where messages go or
+    how the warehouse is queried needs no rebuild of state.
     """
-    return hashlib.sha256(plan.model_dump_json(exclude={"channels"}).encode()).hexdigest()[:16]
+    unused = {"channels", "funnels", "segments"}
+    return hashlib.sha256(plan.model_dump_json(exclude=unused).encode()).hexdigest()[:16]
 
 
 def _problem(filename: str, root: yaml.Node | None, error: Any) -> PlanProblem:

@@ -131,6 +131,10 @@ class Identity(_Strict):
         return frozenset(base | {value.strip().lower() for value in self.blocklist})
 
 
+# Imported here, not at the top, because the analytics models build on EventMatcher and Name above.
+from headstart.plan.analytics import SavedFunnels, SavedSegments  # noqa: E402
+
+
 class Plan(_Strict):
     """The whole onboarding plan."""
 
@@ -141,6 +145,8 @@ class Plan(_Strict):
     activation: Activation
     identity: Identity = Field(default_factory=Identity)
     channels: Channels = Field(default_factory=dict)
+    funnels: SavedFunnels = Field(default_factory=list)
+    segments: SavedSegments = Field(default_factory=list)
 
     def milestone(self, name: str) -> Milestone:
         for milestone in self.milestones:
