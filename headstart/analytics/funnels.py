@@ -359,10 +359,11 @@ def _step_frame(spec: FunnelSpec, stats: pd.DataFrame) -> pd.DataFrame:
         None if index == 0 else _ratio(units, int(previous.iloc[index]))
         for index, units in enumerate(frame["units"])
     ]
-    frame["dropped"] = [
+    dropped = [
         None if index == 0 else int(previous.iloc[index]) - int(units)
         for index, units in enumerate(frame["units"])
     ]
+    frame["dropped"] = pd.array(dropped, dtype="Int64")
     frame["median_s_from_previous"] = [_seconds(value) for value in frame["median_previous_us"]]
     frame["median_s_from_entry"] = [_seconds(value) for value in frame["median_entry_us"]]
     frame.loc[0, "in_progress"] = 0
