@@ -18,7 +18,7 @@ import pytest
 from headstart.analytics import create_schema, load_events, load_persons
 from headstart.analytics.lifecycle_base import NO_DATA, PARTIAL_COHORT, UNOBSERVED_CELLS
 from headstart.analytics.person_groups import Breakdown
-from headstart.analytics.retention import RetentionQuery, retention
+from headstart.analytics.retention import RetentionQuery, run_retention
 from headstart.analytics.warehouse import Warehouse
 from headstart.datadir import DataDir
 from headstart.errors import InvalidInput
@@ -226,7 +226,7 @@ def build(case: Case) -> duckdb.DuckDBPyConnection:
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_retention_case(case: Case) -> None:
-    result = retention(build(case), case.query)
+    result = run_retention(build(case), case.query)
     cells = {
         (row.cohort, row.column): (row.observable, row.retained)
         for row in result.cells.itertuples()
@@ -237,7 +237,7 @@ def test_retention_case(case: Case) -> None:
 
 def test_unobservable_cell_is_nan_and_flagged() -> None:
     case = next(c for c in CASES if c.id == "cell-not-observable-is-null")
-    result = retention(build(case), case.query)
+    result = run_retention(build(case), case.query)
     matrix = result.matrix()
     assert matrix.loc["2024-03-04", "day 0"] == 1.0
     assert math.isnan(matrix.loc["2024-03-04", "day 1"])
@@ -249,7 +249,7 @@ def test_unobservable_cell_is_nan_and_flagged() -> None:
 
 def test_partial_cohort_is_flagged() -> None:
     case = next(c for c in CASES if c.id == "partially-observed-cohort")
-    result = retention(build(case), case.query)
+    result = run_retention(build(case), case.query)
     assert PARTIAL_COHORT in [n.code for n in result.notices]
     row = result.cells[(result.cells.cohort == "2024-03-04") & (result.cells.column == "day 2")]
     assert int(row.entries.iloc[0]) == 2
@@ -271,7 +271,7 @@ def test_total_row_sums_cohorts() -> None:
             {"person_id": "z", "event": "Tick", "ts": S + 30 * 24 * HOUR},
         ],
     )
-    result = retention(conn, RetentionQuery(periods=(1, 2)))
+    result = run_retention(conn, RetentionQuery(periods=(1, 2)))
     total = result.cells[result.cells.cohort == "(all)"].set_index("column")
     assert total.loc["day 1", "observable"] == 2
     assert total.loc["day 1", "retained"] == 2
@@ -282,7 +282,7 @@ def test_total_row_sums_cohorts() -> None:
 def test_empty_warehouse_returns_no_data() -> None:
     conn = duckdb.connect()
     create_schema(conn)
-    result = retention(conn, RetentionQuery())
+    result = run_retention(conn, RetentionQuery())
     assert [n.code for n in result.notices] == [NO_DATA]
     assert result.cells.empty
     assert result.to_dict()["codes"] == [NO_DATA]
@@ -335,7 +335,7 @@ def test_merged_devices_count_as_one_person(tmp_path: Path) -> None:
     )
     warehouse = Warehouse.open(DataDir(tmp_path))
     warehouse.sync()
-    result = retention(warehouse, RetentionQuery(periods=(1,), cohort="month"))
+    result = run_retention(warehouse, RetentionQuery(periods=(1,), cohort="month"))
     total = result.cells[result.cells.cohort == "(all)"].iloc[0]
     assert int(total.entries) == 2
     assert int(total.persons) == 2

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from headstart.analytics import create_schema, load_events, load_persons
 from headstart.analytics.person_groups import ALL_LABEL, Breakdown
-from headstart.analytics.retention import RetentionQuery, retention
+from headstart.analytics.retention import RetentionQuery, run_retention
 from headstart.timeutil import MICROS_PER_DAY, MICROS_PER_HOUR, parse_iso
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -162,7 +162,7 @@ def engine(
             for p in persons
         ],
     )
-    result = retention(conn, query)
+    result = run_retention(conn, query)
     cells = {
         (row.cohort, row.column): (row.entries, row.persons, row.observable, row.retained)
         for row in result.cells.itertuples()

@@ -22,6 +22,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from headstart.analytics.discovery import DiscoveryQuery, DiscoveryResult, discover
     from headstart.analytics.friction import FrictionResult, friction_points
     from headstart.analytics.funnels import (
         FunnelResult,
@@ -29,11 +30,15 @@ if TYPE_CHECKING:
         funnel_units,
         run_funnel,
     )
+    from headstart.analytics.person_groups import Breakdown
+    from headstart.analytics.retention import RetentionQuery, RetentionResult, run_retention
     from headstart.analytics.segments import (
         in_segment,
         segment_members,
         segment_sizes,
     )
+    from headstart.analytics.survival import KaplanMeier, kaplan_meier
+    from headstart.analytics.ttv import TtvQuery, TtvResult, time_to_value
     from headstart.analytics.warehouse import (
         Warehouse,
         create_schema,
@@ -44,6 +49,18 @@ if TYPE_CHECKING:
 
 # Public name -> module that defines it.
 _EXPORTS = {
+    "Breakdown": "headstart.analytics.person_groups",
+    "DiscoveryQuery": "headstart.analytics.discovery",
+    "DiscoveryResult": "headstart.analytics.discovery",
+    "KaplanMeier": "headstart.analytics.survival",
+    "RetentionQuery": "headstart.analytics.retention",
+    "RetentionResult": "headstart.analytics.retention",
+    "TtvQuery": "headstart.analytics.ttv",
+    "TtvResult": "headstart.analytics.ttv",
+    "discover": "headstart.analytics.discovery",
+    "kaplan_meier": "headstart.analytics.survival",
+    "run_retention": "headstart.analytics.retention",
+    "time_to_value": "headstart.analytics.ttv",
     "FrictionResult": "headstart.analytics.friction",
     "FunnelResult": "headstart.analytics.funnels",
     "PersonSelection": "headstart.analytics.funnels",
@@ -61,20 +78,32 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Breakdown",
+    "DiscoveryQuery",
+    "DiscoveryResult",
     "FrictionResult",
     "FunnelResult",
+    "KaplanMeier",
     "PersonSelection",
+    "RetentionQuery",
+    "RetentionResult",
+    "TtvQuery",
+    "TtvResult",
     "Warehouse",
     "create_schema",
+    "discover",
     "friction_points",
     "funnel_units",
     "in_segment",
+    "kaplan_meier",
     "load_events",
     "load_milestones",
     "load_persons",
     "run_funnel",
+    "run_retention",
     "segment_members",
     "segment_sizes",
+    "time_to_value",
 ]
 
 

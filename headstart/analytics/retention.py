@@ -253,7 +253,7 @@ CELL_COLUMNS = [
 ]
 
 
-def retention(source: Source, query: RetentionQuery) -> RetentionResult:
+def run_retention(source: Source, query: RetentionQuery) -> RetentionResult:
     """Compute the retention table of ``query`` over the warehouse ``source``."""
     with cursor_for(source) as conn:
         return _retention(conn, query)

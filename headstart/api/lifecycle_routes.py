@@ -2,21 +2,21 @@
 
 Each request first syncs the warehouse with what the processor has applied, then runs the
 analysis. Parameters are plain query-string values, parsed by the same ``from_params`` that
-the CLI uses, so both surfaces accept the same text.
+the CLI uses, so both surfaces accept the same text. The analyses are imported on first
+request, so the server starts without loading pandas.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from headstart.analytics.discovery import DiscoveryQuery, discover
-from headstart.analytics.lifecycle_base import ParamValue
-from headstart.analytics.retention import RetentionQuery, retention
-from headstart.analytics.ttv import TtvQuery, time_to_value
 from headstart.api.auth import admin_dependency
 from headstart.runtime import Runtime
+
+if TYPE_CHECKING:
+    from headstart.analytics.lifecycle_base import ParamValue
 
 
 def _text(description: str) -> Any:
@@ -66,8 +66,10 @@ def lifecycle_router(runtime: Runtime) -> APIRouter:
             "start_to": start_to,
             "as_of": as_of,
         }
+        from headstart.analytics.retention import RetentionQuery, run_retention
+
         query = RetentionQuery.from_params(params)
-        return retention(synced_warehouse(), query).to_dict()
+        return run_retention(synced_warehouse(), query).to_dict()
 
     @router.get("/ttv", summary="Time-to-value per milestone with Kaplan-Meier curves")
     def get_ttv(
@@ -88,6 +90,8 @@ def lifecycle_router(runtime: Runtime) -> APIRouter:
             "as_of": as_of,
             "curve_days": curve_days,
         }
+        from headstart.analytics.ttv import TtvQuery, time_to_value
+
         query = TtvQuery.from_params(params)
         return time_to_value(synced_warehouse(), query, runtime.plan()).to_dict()
 
@@ -128,6 +132,8 @@ def lifecycle_router(runtime: Runtime) -> APIRouter:
             "signup_to": signup_to,
             "as_of": as_of,
         }
+        from headstart.analytics.discovery import DiscoveryQuery, discover
+
         query = DiscoveryQuery.from_params(params)
         return discover(synced_warehouse(), query).to_dict()
 

@@ -5,13 +5,14 @@ With a server running on the data directory, a command calls its REST API (``/ap
 file. Otherwise it catches up the processor, syncs ``analytics.duckdb`` and runs the analysis
 in this process. Both paths pass the same text parameters to the same parser, so the output
 is the same JSON, which ``--json`` prints as is and the default view renders as tables.
+The analyses are imported inside the commands, so other commands start without pandas.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -20,11 +21,6 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from headstart.analytics.discovery import DiscoveryQuery, discover
-from headstart.analytics.lifecycle_base import ParamValue
-from headstart.analytics.retention import RetentionQuery, retention
-from headstart.analytics.ttv import TtvQuery, time_to_value
-from headstart.analytics.warehouse import Warehouse
 from headstart.cli.common import (
     DEFAULT_DATA_DIR,
     DataDirOption,
@@ -36,6 +32,12 @@ from headstart.cli.common import (
 from headstart.datadir import DataDir
 from headstart.errors import HeadstartError, InvalidInput
 from headstart.plan.model import Plan
+
+if TYPE_CHECKING:
+    from headstart.analytics.lifecycle_base import ParamValue
+    from headstart.analytics.warehouse import Warehouse
+
+    Local = Callable[[Warehouse, Plan | None], dict[str, Any]]
 
 DATA = Path(DEFAULT_DATA_DIR)
 SERVER_TIMEOUT_S = 300.0
@@ -56,7 +58,6 @@ AsOfOption = Annotated[
 ByOption = Annotated[
     str | None, typer.Option(help="Group by trait:NAME, channel or experiment:ID.")
 ]
-Local = Callable[[Warehouse, Plan | None], dict[str, Any]]
 
 
 def register(app: typer.Typer) -> None:
@@ -121,13 +122,15 @@ def retention_command(
         "start_to": start_to,
         "as_of": as_of,
     }
+    from headstart.analytics.retention import RetentionQuery, run_retention
+
     query = RetentionQuery.from_params(params)
     result = fetch(
         data_dir,
         admin_key,
         "/api/retention",
         params,
-        lambda warehouse, _plan: retention(warehouse, query).to_dict(),
+        lambda warehouse, _plan: run_retention(warehouse, query).to_dict(),
         quiet=as_json,
     )
     if as_json:
@@ -167,6 +170,8 @@ def ttv_command(
         "as_of": as_of,
         "curve_days": str(curve_days),
     }
+    from headstart.analytics.ttv import TtvQuery, time_to_value
+
     query = TtvQuery.from_params(params)
     result = fetch(
         data_dir,
@@ -248,6 +253,8 @@ def discover_command(
         "signup_to": signup_to,
         "as_of": as_of,
     }
+    from headstart.analytics.discovery import DiscoveryQuery, discover
+
     query = DiscoveryQuery.from_params(params)
     result = fetch(
         data_dir,
@@ -277,6 +284,8 @@ def fetch(
     url = directory.running_server_url()
     if url is not None:
         return _from_server(url, admin_key, path, params)
+    from headstart.analytics.warehouse import Warehouse
+
     catch_up(directory, quiet=quiet)
     warehouse = Warehouse.open(directory)
     try:
