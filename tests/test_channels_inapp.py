@@ -315,3 +315,25 @@ def test_not_configured_without_in_app_channel(tmp_path: Path):
         assert response.json()["code"] == "not_configured"
     finally:
         server.stop()
+
+
+def test_cors_only_for_inapp(running):
+    client = running["client"]
+    preflight = client.options(
+        "/api/inapp/messages",
+        headers={
+            "Origin": "https://app.acme.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-headstart-user-id, x-headstart-user-hash",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "x-headstart-user-hash" in preflight.headers["access-control-allow-headers"]
+    listed = client.get("/api/inapp/messages", headers=headers("u1"))
+    assert listed.headers["access-control-allow-origin"] == "*"
+    rejected = client.get("/api/inapp/messages")
+    assert rejected.status_code == 401
+    assert rejected.headers["access-control-allow-origin"] == "*"
+    admin = running["admin"].get("/api/messages")
+    assert "access-control-allow-origin" not in admin.headers

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from headstart import __version__
 from headstart.api.analytics_routes import analytics_router
 from headstart.api.identity_routes import identity_router
-from headstart.api.inapp_routes import inapp_router
+from headstart.api.inapp_routes import InAppCors, inapp_router
 from headstart.api.ingest_routes import ingest_router
 from headstart.api.messages_routes import messages_router
 from headstart.api.read_routes import read_router
@@ -34,6 +34,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(read_router(runtime))
     app.include_router(messages_router(runtime))
     app.include_router(inapp_router(runtime))
+    app.add_middleware(InAppCors)
     app.include_router(identity_router(runtime))
     app.include_router(analytics_router(runtime))
 

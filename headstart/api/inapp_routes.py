@@ -25,6 +25,7 @@ import orjson
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headstart.channels.inapp import verify_user_hash
 from headstart.channels.inbox import ACTIONS, InboxMessage, InboxStore, current_message
@@ -83,6 +84,47 @@ class ActionIn(BaseModel):
 
     messageId: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
     properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class InAppCors:
+    """ASGI middleware: CORS for ``/api/inapp`` only, so product pages on any origin can call it.
+
+    Any origin is allowed because these endpoints authenticate with the user hash in headers or
+    query parameters, never with cookies. The admin API gets no CORS headers.
+    """
+
+    PREFIX = "/api/inapp"
+    ALLOW_HEADERS = b"content-type, x-headstart-user-id, x-headstart-user-hash, last-event-id"
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).startswith(self.PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            await self._preflight(send)
+            return
+
+        async def send_with_origin(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"access-control-allow-origin", b"*")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_origin)
+
+    async def _preflight(self, send: Send) -> None:
+        headers = [
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+            (b"access-control-allow-headers", self.ALLOW_HEADERS),
+            (b"access-control-max-age", b"600"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
 
 
 def inapp_router(runtime: Runtime) -> APIRouter:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import orjson
 
+from headstart.channels.writes import prefer_polling, write_transaction
 from headstart.sqlite import connect
 from headstart.state.schema import SCHEMA
 from headstart.timeutil import to_iso
@@ -77,6 +78,7 @@ class InboxStore:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.executescript(SCHEMA)
+            prefer_polling(self._conn)
 
     def deliver(
         self,
@@ -105,7 +107,7 @@ class InboxStore:
             delivered_at=delivered_at,
             expires_at=expires_at,
         )
-        with self._lock:
+        with self._lock, write_transaction(self._conn):
             cursor = self._conn.execute(_INSERT, params)
         return cursor.rowcount == 1
 
@@ -115,16 +117,10 @@ class InboxStore:
         Returns, per row, whether it was inserted (False: delivered before).
         """
         inserted: list[bool] = []
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for row in rows:
-                    cursor = self._conn.execute(_INSERT, _insert_params(**row))
-                    inserted.append(cursor.rowcount == 1)
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, write_transaction(self._conn):
+            for row in rows:
+                cursor = self._conn.execute(_INSERT, _insert_params(**row))
+                inserted.append(cursor.rowcount == 1)
         return inserted
 
     def person_ids(self, user_id: str) -> list[str]:
@@ -174,7 +170,7 @@ class InboxStore:
         column = f"{action}_at"
         status = {"shown": "shown", "dismissed": "dismissed", "completed": "completed"}[action]
         keep_status = "status IN ('dismissed', 'completed')" if action == "shown" else "0"
-        with self._lock:
+        with self._lock, write_transaction(self._conn):
             self._conn.execute(
                 f"UPDATE inbox SET {column} = COALESCE({column}, ?),"
                 f" status = CASE WHEN {keep_status} THEN status ELSE ? END"

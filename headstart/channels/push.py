@@ -33,6 +33,7 @@ from headstart.channels.base import (
     SendResult,
 )
 from headstart.channels.webhook import parse_retry_after
+from headstart.channels.writes import prefer_polling, write_transaction
 from headstart.plan.channels import WebPushChannel as WebPushConfig
 from headstart.sqlite import connect
 from headstart.state.schema import SCHEMA
@@ -99,10 +100,11 @@ class PushSubscriptions:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.executescript(SCHEMA)
+            prefer_polling(self._conn)
 
     def add(self, user_id: str, endpoint: str, p256dh: str, auth: str, now: int) -> None:
         """Store a subscription; one registered again (or by another user) is replaced."""
-        with self._lock:
+        with self._lock, write_transaction(self._conn):
             self._conn.execute(
                 "INSERT INTO push_subscriptions (endpoint, user_id, p256dh, auth, created_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (endpoint) DO UPDATE SET"
@@ -118,7 +120,7 @@ class PushSubscriptions:
         if user_id is not None:
             query += " AND user_id = ?"
             params = (endpoint, user_id)
-        with self._lock:
+        with self._lock, write_transaction(self._conn):
             return self._conn.execute(query, params).rowcount > 0
 
     def of_user(self, user_id: str) -> list[Subscription]:

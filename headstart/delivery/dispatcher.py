@@ -32,7 +32,7 @@ LEASE_SECONDS = 300.0
 # Repeats of one failure message are logged at most this often.
 LOG_EVERY_SECONDS = 10.0
 # Rows handed to one send_batch call.
-BATCH_SIZE = 200
+BATCH_SIZE = 250
 
 
 class Dispatcher:
@@ -42,7 +42,7 @@ class Dispatcher:
         channels: ChannelSet,
         clock: Clock,
         *,
-        max_in_flight: int = 256,
+        max_in_flight: int = 1000,
         threads: int = 16,
         lease_s: float = LEASE_SECONDS,
         rng: random.Random | None = None,
@@ -58,7 +58,8 @@ class Dispatcher:
         self._in_flight: set[int] = set()
         # Claim only when this many rows are free: every claim is a write transaction, and
         # it waits whenever the processor holds the write lock of state.sqlite.
-        self._claim_batch = max(1, min(threads, max_in_flight // 4))
+        self._claim_batch = max(1, max_in_flight // 4)
+        self._batch_channels: dict[tuple[int, str], BatchChannel | None] = {}
         self._last_logged: dict[str, float] = {}
         self.sent = 0
         self.failed = 0
@@ -113,6 +114,7 @@ class Dispatcher:
         """Switch to newly built channels after the sends in flight finished."""
         self.drain(timeout_s)
         old, self.channels = self.channels, channels
+        self._batch_channels.clear()
         old.close()
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -141,11 +143,15 @@ class Dispatcher:
         return len(rows)
 
     def _batch_channel(self, name: str) -> BatchChannel | None:
-        try:
-            channel = self.channels.get(name)
-        except DeliveryFailed:
-            return None
-        return channel if isinstance(channel, BatchChannel) else None
+        # Cached per channel set: a runtime Protocol check costs about 0.2 ms.
+        key = (id(self.channels), name)
+        if key not in self._batch_channels:
+            try:
+                channel = self.channels.get(name)
+            except DeliveryFailed:
+                return None
+            self._batch_channels[key] = channel if isinstance(channel, BatchChannel) else None
+        return self._batch_channels[key]
 
     def _send_group(self, rows: list[OutboxRow]) -> None:
         outcomes: dict[int, Outcome] = {}

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import orjson
 
+from headstart.channels.writes import prefer_polling, write_transaction
 from headstart.sqlite import connect
 from headstart.state.schema import SCHEMA
 from headstart.timeutil import to_iso
@@ -102,6 +103,7 @@ class OutboxStore:
         self._lock = threading.Lock()
         with self._lock:
             self._conn.executescript(SCHEMA)
+            prefer_polling(self._conn)
 
     # ---- dispatcher ---------------------------------------------------------------------
 
@@ -117,19 +119,13 @@ class OutboxStore:
             return []
         skip = ",".join(str(int(outbox_id)) for outbox_id in exclude)
         not_excluded = f" AND outbox_id NOT IN ({skip})" if skip else ""
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                rows = self._due_rows(now, limit, not_excluded)
-                self._conn.executemany(
-                    "UPDATE outbox SET status = 'sending', attempts = attempts + 1,"
-                    " next_attempt_at = ? WHERE outbox_id = ?",
-                    [(now + lease_us, row[0]) for row in rows],
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, write_transaction(self._conn):
+            rows = self._due_rows(now, limit, not_excluded)
+            self._conn.executemany(
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1,"
+                " next_attempt_at = ? WHERE outbox_id = ?",
+                [(now + lease_us, row[0]) for row in rows],
+            )
         return [_claimed(_row(row), now + lease_us) for row in rows]
 
     def _due_rows(self, now: int, limit: int, not_excluded: str) -> list[Any]:
@@ -165,29 +161,23 @@ class OutboxStore:
         """
         if not outcomes:
             return
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._conn.executemany(
-                    "UPDATE outbox SET status = ?, next_attempt_at = ?, last_error = ?,"
-                    " sent_at = ?, provider_message_id = COALESCE(?, provider_message_id)"
-                    " WHERE outbox_id = ? AND status = 'sending'",
-                    [
-                        (
-                            outcome.status,
-                            outcome.next_attempt_at,
-                            outcome.error,
-                            outcome.at if outcome.status == "sent" else None,
-                            outcome.provider_message_id,
-                            outcome.outbox_id,
-                        )
-                        for outcome in outcomes
-                    ],
-                )
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self._lock, write_transaction(self._conn):
+            self._conn.executemany(
+                "UPDATE outbox SET status = ?, next_attempt_at = ?, last_error = ?,"
+                " sent_at = ?, provider_message_id = COALESCE(?, provider_message_id)"
+                " WHERE outbox_id = ? AND status = 'sending'",
+                [
+                    (
+                        outcome.status,
+                        outcome.next_attempt_at,
+                        outcome.error,
+                        outcome.at if outcome.status == "sent" else None,
+                        outcome.provider_message_id,
+                        outcome.outbox_id,
+                    )
+                    for outcome in outcomes
+                ],
+            )
 
     def release_orphans(self, now: int) -> int:
         """Make every ``sending`` row due now; call only while holding the dispatcher lock.
@@ -195,7 +185,7 @@ class OutboxStore:
         A row left ``sending`` by a dispatcher that died may or may not have reached its
         receiver; sending it again with the same idempotency key is the safe choice.
         """
-        with self._lock:
+        with self._lock, write_transaction(self._conn):
             cursor = self._conn.execute(
                 "UPDATE outbox SET next_attempt_at = ? WHERE status = 'sending'", (now,)
             )
@@ -225,7 +215,7 @@ class OutboxStore:
         not_before: int | None = None,
     ) -> int | None:
         """Insert a pending row; return its id, or None if the key was enqueued before."""
-        with self._lock:
+        with self._lock, write_transaction(self._conn):
             cursor = self._conn.execute(
                 "INSERT INTO outbox (idempotency_key, person_id, rule, step, channel, payload,"
                 " created_at, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -315,7 +305,7 @@ class OutboxStore:
             self._conn.close()
 
     def _change(self, update: str, all_filter: str, outbox_ids: Iterable[int] | None) -> int:
-        with self._lock:
+        with self._lock, write_transaction(self._conn):
             if outbox_ids is None:
                 return self._conn.execute(f"{update} AND {all_filter}").rowcount
             return sum(

@@ -35,7 +35,7 @@ STOP_TIMEOUT_SECONDS = 20.0
 
 
 def run(
-    data_dir: DataDir, parent_pid: int | None, *, max_in_flight: int = 256, threads: int = 16
+    data_dir: DataDir, parent_pid: int | None, *, max_in_flight: int = 1000, threads: int = 16
 ) -> None:
     lock = _wait_for_lock(data_dir, LOCK_WAIT_SECONDS)
     if lock is None:
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument(
-        "--max-in-flight", type=int, default=256, help="Claimed rows not yet recorded, at most."
+        "--max-in-flight", type=int, default=1000, help="Claimed rows not yet recorded, at most."
     )
     parser.add_argument("--threads", type=int, default=16, help="Sends running at once.")
     args = parser.parse_args()
