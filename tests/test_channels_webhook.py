@@ -156,13 +156,43 @@ def test_webhook_destination_by_recipient(rig: Rig, peer: HttpPeer):
     assert request.path == "/crm"
 
 
-def test_webhook_unknown_destination_is_dead(rig: Rig, peer: HttpPeer):
-    outbox_id = rig.enqueue("k-nowhere", recipient="erp")
+def test_unknown_recipient_uses_default_url(rig: Rig, peer: HttpPeer):
+    rig.enqueue("k-user", recipient="user-42")
     rig.dispatcher.run_until_idle()
-    row = rig.row(outbox_id)
-    assert row.status == "dead"
-    assert "destination 'erp'" in (row.last_error or "")
-    assert peer.received() == []
+    [request] = peer.received()
+    assert request.path == "/default"
+
+
+def test_unknown_destination_without_default_dead(tmp_path: Path, peer: HttpPeer):
+    clock = ManualClock(T0)
+    outbox = OutboxStore(tmp_path / "state.sqlite")
+    plan = parse_plan(
+        DEFAULT_PLAN
+        + "channels:\n  hooks:\n    type: webhook\n    secret_env: HOOK_SECRET\n"
+        + f"    destinations:\n      crm: {{url: {peer.url}/crm}}\n"
+    )
+    context = ChannelContext(tmp_path / "state.sqlite", clock, {"HOOK_SECRET": SECRET})
+    dispatcher = Dispatcher(outbox, ChannelSet.from_plan(plan, context), clock)
+    try:
+        outbox_id = outbox.enqueue(
+            idempotency_key="k-erp",
+            person_id="p1",
+            rule="r",
+            step="s",
+            channel="hooks",
+            payload={"recipient": "erp"},
+            created_at=T0,
+        )
+        assert outbox_id is not None
+        dispatcher.run_until_idle()
+        row = outbox.get(outbox_id)
+        assert row is not None
+        assert row.status == "dead"
+        assert "no destination 'erp'" in (row.last_error or "")
+        assert peer.received() == []
+    finally:
+        dispatcher.close()
+        outbox.close()
 
 
 def test_retry_after_header_sets_next_attempt(rig: Rig, peer: HttpPeer):

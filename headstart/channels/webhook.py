@@ -126,16 +126,23 @@ class WebhookChannel:
         self._client.close()
 
     def _target(self, message: OutboundMessage) -> tuple[str, str]:
+        """Return the URL and secret for a row: its named destination, else the default url.
+
+        The trigger engine puts a step's ``webhook`` name, or else the user id, in
+        ``recipient``, so a recipient that names no destination goes to the default url.
+        """
         recipient = message.payload.get("recipient")
-        key = recipient if isinstance(recipient, str) and recipient else None
-        target = self._targets.get(key)
-        if target is None:
-            known = ", ".join(name for name in self._targets if name is not None) or "none"
-            problem = f"no destination {key!r}" if key else "no destination and no default url"
-            raise DeliveryFailed(
-                f"channel {self.name!r} has {problem}; destinations: {known}", retryable=False
-            )
-        return target
+        if isinstance(recipient, str) and recipient in self._targets:
+            return self._targets[recipient]
+        default = self._targets.get(None)
+        if default is not None:
+            return default
+        known = ", ".join(name for name in self._targets if name is not None)
+        raise DeliveryFailed(
+            f"channel {self.name!r} has no destination {recipient!r} and no default url; "
+            f"destinations: {known}",
+            retryable=False,
+        )
 
 
 def request_body(message: OutboundMessage) -> dict[str, Any]:
