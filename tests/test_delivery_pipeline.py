@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -105,7 +104,6 @@ def test_signup_rule_delivers_once(tmp_path: Path, monkeypatch, crash: bool):
                 return outbox_statuses(data.state_path) == {"sent": 2 * USERS}
 
             wait_until(all_sent, WAIT_S, f"outbox: {outbox_statuses(data.state_path)}")
-            time.sleep(0.2)
         finally:
             server.stop()
 
