@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from channel_peers import BrowserKeys, http_peer, vapid_check
 from conftest import (
     DEFAULT_PLAN,
     HeadstartServer,
@@ -22,12 +23,16 @@ from conftest import (
 )
 
 from headstart.channels.inapp import inbox_message_id, user_hash
+from headstart.channels.push import generate_vapid_key
 from headstart.delivery.outbox import OutboxStore
 
 SECRET = "inapp-identity-secret-for-tests"
 INAPP_PLAN = DEFAULT_PLAN + (
     "channels:\n  in_app:\n    type: in_app\n    identity_secret_env: HEADSTART_TEST_INAPP_SECRET\n"
+    "  push:\n    type: web_push\n    vapid_private_key_env: HEADSTART_TEST_VAPID_KEY\n"
+    "    subject: mailto:ops@acme.example\n"
 )
+VAPID_PRIVATE, VAPID_PUBLIC = generate_vapid_key()
 WAIT_S = 30.0
 
 
@@ -38,6 +43,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     data = make_data_dir(root, plan=INAPP_PLAN)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HEADSTART_TEST_INAPP_SECRET", SECRET)
+        patch.setenv("HEADSTART_TEST_VAPID_KEY", VAPID_PRIVATE)
         server = HeadstartServer(data).start()
     try:
         with server.client() as client, server.admin_client() as admin:
@@ -285,10 +291,45 @@ def test_push_subscription_registration(running):
     assert removed.status_code == 204
 
 
-def test_push_key_needs_web_push_channel(running):
-    response = running["client"].get("/api/inapp/push/key")
-    assert response.status_code == 404
-    assert response.json()["code"] == "not_configured"
+def test_push_through_registered_subscription(running):
+    """The browser flow: fetch the VAPID key, subscribe, register, receive and decrypt."""
+    client = running["client"]
+    key = client.get("/api/inapp/push/key")
+    assert key.status_code == 200
+    assert key.json() == {"channel": "push", "public_key": VAPID_PUBLIC}
+
+    with http_peer() as push_service:
+        push_service.check = vapid_check(VAPID_PUBLIC, push_service.url)
+        browser = BrowserKeys.generate()
+        registered = client.post(
+            "/api/inapp/push/subscriptions",
+            json=browser.subscription(f"{push_service.url}/push/u2-laptop"),
+            headers=headers("u2"),
+        )
+        assert registered.status_code == 201
+        outbox = OutboxStore(running["data"].state_path)
+        try:
+            outbox_id = outbox.enqueue(
+                idempotency_key="push:u2:1",
+                person_id=running["persons"]["u2"],
+                rule="nudge",
+                step="push",
+                channel="push",
+                payload={"title": "Come back", "body": "Your project is waiting"},
+                created_at=time.time_ns() // 1000,
+            )
+            assert outbox_id is not None
+
+            def sent() -> bool:
+                row = outbox.get(outbox_id)
+                return row is not None and row.status == "sent"
+
+            wait_until(sent, WAIT_S, "the push row was not sent")
+        finally:
+            outbox.close()
+        [request] = push_service.received()
+    assert request.path == "/push/u2-laptop"
+    assert browser.decrypt(request.body)["title"] == "Come back"
 
 
 def test_admin_message_log(running):
@@ -311,8 +352,11 @@ def test_not_configured_without_in_app_channel(tmp_path: Path):
     try:
         with server.client() as client:
             response = client.get("/api/inapp/messages", headers=headers("u1"))
+            push_key = client.get("/api/inapp/push/key")
         assert response.status_code == 404
         assert response.json()["code"] == "not_configured"
+        assert push_key.status_code == 404
+        assert push_key.json()["code"] == "not_configured"
     finally:
         server.stop()
 
