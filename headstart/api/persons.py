@@ -1,4 +1,5 @@
-"""Build the person view: identifiers, traits, onboarding state, counts and recent events."""
+"""Build the person view: identifiers, traits, onboarding state, counts, recent events and
+trigger decisions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from headstart.onboarding.state import compute_state
 from headstart.plan.model import Plan
 from headstart.state.store import StateStore
 from headstart.timeutil import MICROS_PER_SECOND, to_iso
+from headstart.triggers.explain import decisions_of, enrollments_of
 
 RECENT_EVENTS = 20
 
@@ -61,6 +63,8 @@ def person_view(
         ],
         "merges": [_with_iso(entry) for entry in store.merges_of(person.person_id)],
         "warnings": [_with_iso(entry) for entry in store.warnings_of(person.person_id)],
+        "enrollments": enrollments_of(store, person.person_id),
+        "decisions": decisions_of(store, person.person_id),
     }
 
 

@@ -103,3 +103,16 @@ def render_person(console: Console, person: dict[str, Any]) -> None:
     console.print(counts)
     for warning in person["warnings"]:
         console.print(f"[yellow]warning[/] {warning['at']}: {warning['message']}")
+    render_decisions(console, person.get("decisions", []))
+
+
+def render_decisions(console: Console, decisions: list[dict[str, Any]]) -> None:
+    """Print trigger decisions, oldest first, as a timeline."""
+    if not decisions:
+        return
+    table = Table(title="Trigger decisions")
+    for column in ("at", "rule", "step", "decision", "reason"):
+        table.add_column(column)
+    for row in reversed(decisions):
+        table.add_row(row["at"], row["rule"] or "-", row["step"] or "-", row["kind"], row["reason"])
+    console.print(table)

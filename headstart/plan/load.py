@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from headstart.errors import PlanError, PlanProblem
 from headstart.plan.model import Plan
+from headstart.plan.triggers import reference_problems as trigger_reference_problems
 
 
 def load_plan(path: Path) -> Plan:
@@ -66,10 +67,11 @@ def parse_plan(text: str, filename: str = "<plan>") -> Plan:
 def plan_hash(plan: Plan) -> str:
     """Return a digest of the plan's meaning; formatting and comments do not change it.
 
-    Channel settings, saved funnels and segments are left out: changing where messages go or
-    how the warehouse is queried needs no rebuild of state.
+    Channel settings, saved funnels, segments and triggers are left out: changing where
+    messages go, how the warehouse is queried or which rules run needs no rebuild of state.
+    Trigger rules apply to events processed after the change.
     """
-    unused = {"channels", "funnels", "segments"}
+    unused = {"channels", "funnels", "segments", "triggers"}
     return hashlib.sha256(plan.model_dump_json(exclude=unused).encode()).hexdigest()[:16]
 
 
@@ -120,6 +122,10 @@ def _reference_problems(plan: Plan, filename: str, root: yaml.Node | None) -> li
                     f"{name!r} is not a milestone; expected one of {', '.join(names)}",
                 )
             )
+    for location, message in trigger_reference_problems(plan):
+        problems.append(
+            PlanProblem(filename, _line(root, location), _field_name(location), message)
+        )
     return problems
 
 

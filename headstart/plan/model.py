@@ -131,8 +131,9 @@ class Identity(_Strict):
         return frozenset(base | {value.strip().lower() for value in self.blocklist})
 
 
-# Imported here, not at the top, because the analytics models build on EventMatcher and Name above.
+# Imported here, not at the top, because these models build on EventMatcher and Name above.
 from headstart.plan.analytics import SavedFunnels, SavedSegments  # noqa: E402
+from headstart.plan.triggers import Triggers  # noqa: E402
 
 
 class Plan(_Strict):
@@ -145,6 +146,7 @@ class Plan(_Strict):
     activation: Activation
     identity: Identity = Field(default_factory=Identity)
     channels: Channels = Field(default_factory=dict)
+    triggers: Triggers | None = None
     funnels: SavedFunnels = Field(default_factory=list)
     segments: SavedSegments = Field(default_factory=list)
 

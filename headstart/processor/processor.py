@@ -1,7 +1,8 @@
 """Apply the event log to derived state in batches, one transaction per batch.
 
-Each batch runs identity -> profile -> onboarding evidence for every event in log order, then
-writes the changed persons and the new log offset in one SQLite transaction. A crash before
+Each batch runs identity -> profile -> onboarding evidence -> trigger rules for every event in
+log order, fires the trigger timers that are due, then writes the changed persons and the new
+log offset in one SQLite transaction, together with the trigger engine's rows. A crash before
 the commit loses the whole batch's effects and the batch is read again; a crash after it
 never applies the batch twice.
 """
@@ -17,12 +18,16 @@ from headstart.events import LoggedEvent, counted_name
 from headstart.identity.admin import Identifier, separations_digest
 from headstart.identity.resolver import IdentityResolver
 from headstart.log.base import EventLog
+from headstart.log.sqlite_log import SQLiteEventLog
 from headstart.plan.load import plan_hash
 from headstart.plan.match import Predicate, compile_matcher
 from headstart.plan.model import DEFAULT_BLOCKLIST, Plan
 from headstart.processor.workspace import Workspace
 from headstart.profiles.person import Person
 from headstart.state.store import OFFSET_KEY, PLAN_KEY, StateStore
+from headstart.timeutil import Clock, SystemClock
+from headstart.triggers.emit import LogSink
+from headstart.triggers.engine import DecidedMark, TriggerEngine, TriggerOptions
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +64,27 @@ class CompiledPlan:
 
 class Processor:
     def __init__(
-        self, log: EventLog, store: StateStore, plan: Plan | None, *, batch_size: int = 5000
+        self,
+        log: EventLog,
+        store: StateStore,
+        plan: Plan | None,
+        *,
+        batch_size: int = 5000,
+        clock: Clock | None = None,
+        trigger_options: TriggerOptions | None = None,
     ):
         self.log = log
         self.store = store
         self.batch_size = batch_size
         self.workspace = Workspace(store)
+        self.clock = clock or SystemClock()
+        if trigger_options is None:
+            sink = LogSink(log, self.clock) if isinstance(log, SQLiteEventLog) else None
+            trigger_options = TriggerOptions(sink=sink)
+        self._trigger_options = trigger_options
+        self.decided = DecidedMark(store)
         self.compiled = CompiledPlan.build(plan)
+        self.triggers = self._trigger_engine(plan)
         self._resolver = IdentityResolver(
             self.workspace, self.compiled.blocklist, self.compiled.keep
         )
@@ -85,6 +104,7 @@ class Processor:
         Returns True when a rebuild was started.
         """
         self.compiled = CompiledPlan.build(plan)
+        self.triggers = self._trigger_engine(plan)
         self._resolver = IdentityResolver(
             self.workspace, self.compiled.blocklist, self.compiled.keep, separations
         )
@@ -104,6 +124,7 @@ class Processor:
         """Process one batch; return the number of events applied (0 when caught up)."""
         events = self.log.read(self._offset, self.batch_size)
         if not events:
+            self._fire_timers()
             return 0
         try:
             with self.store.transaction():
@@ -114,20 +135,51 @@ class Processor:
                 self.workspace.prefetch(events)
                 for event in events:
                     self._apply_guarded(event)
+                if self.triggers is not None:
+                    self.triggers.flush(caught_up=len(events) < self.batch_size)
                 self.workspace.flush(self.compiled.plan, events[-1].seq)
                 self.store.set_meta(OFFSET_KEY, str(events[-1].seq))
                 self.store.set_meta(PLAN_KEY, self._digest)
+                self.decided.advance(events[-1].seq)
         except _Fenced as fenced:
             logger.warning("log offset moved to %d under this processor; reloading", fenced.offset)
-            self.workspace.drop_caches()
+            self._rolled_back()
             self._offset = fenced.offset
             return 0
         except BaseException:
-            self.workspace.drop_caches()
+            self._rolled_back()
             raise
         self._offset = events[-1].seq
         self.workspace.after_commit()
+        if self.triggers is not None:
+            self.triggers.after_commit()
         return len(events)
+
+    def _fire_timers(self) -> None:
+        """Fire the trigger timers that are due while no events are waiting."""
+        triggers = self.triggers
+        if triggers is None or not triggers.has_due():
+            return
+        try:
+            with self.store.transaction():
+                triggers.flush(caught_up=True)
+        except BaseException:
+            self._rolled_back()
+            raise
+        triggers.after_commit()
+
+    def _rolled_back(self) -> None:
+        self.workspace.drop_caches()
+        self.decided.reload()
+        if self.triggers is not None:
+            self.triggers.rollback()
+
+    def _trigger_engine(self, plan: Plan | None) -> TriggerEngine | None:
+        if plan is None or plan.triggers is None or not plan.triggers.rules:
+            return None
+        return TriggerEngine(
+            plan, self.store, self.workspace, self.clock, self.decided, self._trigger_options
+        )
 
     def catch_up(self) -> int:
         """Process until the log head seen at the start; return the number of events applied."""
@@ -152,6 +204,8 @@ class Processor:
         person = self._resolver.resolve(event)
         if person is None:
             return
+        triggers = self.triggers
+        before = triggers.before(event, person) if triggers is not None else None
         person.see(event.timestamp)
         person.remember_event(event.timestamp, event.seq)
         if event.type == "identify":
@@ -171,6 +225,8 @@ class Processor:
             person.count(name)
             changed = self._match_onboarding(name, event, person)
         self.workspace.touch(person, rewrite=changed)
+        if triggers is not None:
+            triggers.after(event, person, before)
 
     def _match_onboarding(self, name: str, event: LoggedEvent, person: Person) -> bool:
         """Record sign-up and milestone evidence; return True when onboarding inputs changed."""

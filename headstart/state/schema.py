@@ -140,10 +140,10 @@ CREATE TABLE IF NOT EXISTS enrollments (
     -- JSON: the event that entered or last resumed it (name, properties, timestamp, seq)
     context BLOB NOT NULL
 );
-CREATE UNIQUE INDEX IF NOT EXISTS enrollments_open ON enrollments (rule, person_id, key)
+-- One open enrollment per rule, person and key; also how a person's open ones are read.
+CREATE UNIQUE INDEX IF NOT EXISTS enrollments_open ON enrollments (person_id, rule, key)
     WHERE status IN ('watching', 'active');
-CREATE INDEX IF NOT EXISTS enrollments_person ON enrollments (person_id, status);
-CREATE INDEX IF NOT EXISTS enrollments_history ON enrollments (rule, person_id, key, entered_at);
+CREATE INDEX IF NOT EXISTS enrollments_history ON enrollments (person_id, rule, key, entered_at);
 -- Pending timers only: a fired or cancelled timer is deleted.
 CREATE TABLE IF NOT EXISTS timers (
     timer_id INTEGER PRIMARY KEY,
