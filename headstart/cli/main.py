@@ -25,7 +25,6 @@ from headstart.cli.common import (
 from headstart.cli.demo import demo_app
 from headstart.cli.messages import messages_app
 from headstart.cli.render import render_person, render_report
-from headstart.cli.triggers import triggers_app
 from headstart.datadir import DataDir
 from headstart.errors import HeadstartError, PlanError
 from headstart.ingest.files import CsvMapping
@@ -50,7 +49,6 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(admin_app, name="admin")
 app.add_typer(demo_app, name="demo")
 app.add_typer(messages_app, name="messages")
-app.add_typer(triggers_app, name="triggers")
 
 DATA = Path(DEFAULT_DATA_DIR)
 
