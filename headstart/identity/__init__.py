@@ -1,5 +1,5 @@
-"""Identity resolution: which person an event belongs to, merging devices into one person."""
+"""Identity resolution: which person an event belongs to, merging devices into one person.
 
-from headstart.identity.resolver import IdentityResolver
-
-__all__ = ["IdentityResolver"]
+``resolver`` maps ids to persons inside the processor; ``admin`` holds audited merges and
+separations.
+"""

@@ -1,5 +1,4 @@
-"""The processor: applies logged events, in order, to derived state, exactly once."""
+"""The processor: applies logged events, in order, to derived state, exactly once.
 
-from headstart.processor.processor import Processor
-
-__all__ = ["Processor"]
+``processor.Processor`` applies batches; ``worker`` runs it as a child process of the server.
+"""
