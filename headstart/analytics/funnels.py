@@ -126,6 +126,9 @@ def run_funnel(
     moment = resolve_as_of(_conn(source), as_of)
     if persons is not None:
         _check_selection(spec, persons)
+    sql = _funnel_sql(spec, segments, moment)
+    if persons is None and sql.summarizable:
+        return _summarize(_conn(source), sql, moment)
     with units_table(source, spec, as_of=moment, segments=segments) as units:
         return _aggregate(units.cursor, units.table, units.sql, moment, persons)
 
@@ -239,6 +242,47 @@ def _aggregate(
     elif entered - excluded < MIN_SAMPLE:
         codes.append("LOW_SAMPLE")
     return FunnelResult(spec, as_of, entered, excluded, steps, times, breakdown, listed, codes)
+
+
+def _summarize(conn: duckdb.DuckDBPyConnection, sql: FunnelSql, as_of: int) -> FunnelResult:
+    """Compute the result of a ``summarizable`` spec from one aggregate query."""
+    spec = sql.spec
+    edges = [round(lower * MICROS_PER_SECOND) for lower, _, _ in TIME_BUCKETS]
+    cursor = conn.cursor()
+    try:
+        found = cursor.execute(sql.summary_sql(as_of, edges)).df()
+    finally:
+        cursor.close()
+    by_step = {int(row["step"]): row for row in found.to_dict(orient="records")}
+    rows = []
+    histogram = []
+    for step in range(1, len(spec.steps) + 1):
+        row = by_step.get(step)
+        previous_open = by_step.get(step - 1, {}).get("open", 0) if step > 1 else 0
+        open_now = row["open"] if row is not None else 0
+        rows.append(
+            {
+                "step": step,
+                "units": row["units"] if row is not None else 0,
+                "median_previous_us": row["median_previous_us"] if row is not None else None,
+                "median_entry_us": row["median_entry_us"] if row is not None else None,
+                "in_progress": int(previous_open) - int(open_now) if step > 1 else 0,
+            }
+        )
+        if step > 1 and row is not None:
+            histogram += [
+                {"step": step, "bucket": index, "units": int(row[f"bucket{index}"])}
+                for index in range(len(TIME_BUCKETS))
+            ]
+    steps = _step_frame(spec, pd.DataFrame(rows))
+    times = _times_frame(spec, pd.DataFrame(histogram, columns=["step", "bucket", "units"]))
+    entered = int(steps["units"].iloc[0])
+    codes = []
+    if entered == 0:
+        codes.append("NO_DATA")
+    elif entered < MIN_SAMPLE:
+        codes.append("LOW_SAMPLE")
+    return FunnelResult(spec, as_of, entered, 0, steps, times, None, None, codes)
 
 
 def _value_at(sql: FunnelSql, step: str, prefix: str = "") -> str:

@@ -3,9 +3,9 @@
 The SQL reproduces ``headstart.plan.match`` (the processor's Python matcher), so an analysis
 selects the same events the processor matched:
 
-- A value compares as Python ``==`` does on the decoded JSON: strings equal strings, numbers
-  equal numbers of any type, and ``true``/``false`` equal 1/0. ``null`` equals only ``null``.
-  A missing key equals nothing.
+- A value compares as JSON values do: strings equal strings, numbers equal numbers of any
+  type (1 equals 1.0), booleans equal only booleans (``true`` is not 1), and ``null`` equals
+  only ``null``. A missing key equals nothing.
 - ``ne`` and ``not_in`` hold for any present value (``null`` included) that differs.
 - ``gt``/``gte``/``lt``/``lte`` compare numbers with numbers and strings with strings (by code
   point); missing, ``null`` and boolean values never pass.
@@ -121,17 +121,20 @@ def _equal_sql(value: str, operand: Any, key: str) -> str:
         return f"coalesce({kind} = 'NULL', FALSE)"
     if isinstance(operand, str):
         return f"coalesce({kind} = 'VARCHAR' AND ({value} ->> '$') = {sql_string(operand)}, FALSE)"
-    if isinstance(operand, bool | int | float):
+    if isinstance(operand, bool):
+        text = "true" if operand else "false"
+        return f"coalesce({kind} = 'BOOLEAN' AND {value}::VARCHAR = '{text}', FALSE)"
+    if isinstance(operand, int | float):
         number = _number(operand, key)
-        return f"coalesce({_numeric_sql(value, '=', number, allow_bool=True)}, FALSE)"
+        return f"coalesce({_numeric_sql(value, '=', number)}, FALSE)"
     # NOTE: lists and objects compare as minified JSON text, so key order matters and 1 and
     # 1.0 differ inside them, unlike Python's ==.
     text = orjson.dumps(operand).decode()
     return f"coalesce({value}::VARCHAR = json({sql_string(text)})::VARCHAR, FALSE)"
 
 
-def _numeric_sql(value: str, op: str, number: int | float, *, allow_bool: bool) -> str:
-    """Compare a JSON number (and, for equality, a boolean as 0/1) with ``number``."""
+def _numeric_sql(value: str, op: str, number: int | float) -> str:
+    """Compare a JSON number with ``number``; any other JSON type compares false."""
     kind = f"json_type({value})"
     branches = []
     if isinstance(number, int):
@@ -141,8 +144,6 @@ def _numeric_sql(value: str, op: str, number: int | float, *, allow_bool: bool) 
         branches.append(f"WHEN 'BIGINT' THEN {value}::DOUBLE {op} {number!r}")
         branches.append(f"WHEN 'UBIGINT' THEN {value}::DOUBLE {op} {number!r}")
     branches.append(f"WHEN 'DOUBLE' THEN {value}::DOUBLE {op} {float(number)!r}")
-    if allow_bool:
-        branches.append(f"WHEN 'BOOLEAN' THEN {value}::BOOLEAN::INTEGER {op} {number!r}")
     return f"(CASE {kind} {' '.join(branches)} ELSE FALSE END)"
 
 
@@ -154,7 +155,7 @@ def _compare_sql(value: str, op: str, operand: Any, key: str) -> str:
         )
     if isinstance(operand, bool | int | float):
         number = _number(operand, key)
-        return f"coalesce({_numeric_sql(value, op, number, allow_bool=False)}, FALSE)"
+        return f"coalesce({_numeric_sql(value, op, number)}, FALSE)"
     # Plan validation allows only numbers and strings here; anything else matches nothing.
     return "FALSE"
 

@@ -5,7 +5,8 @@ with the event key and time of every step it reached. Events are ordered by ``(t
 event time, then the log sequence number for equal times. Each event gets one key,
 ``(epoch_us(ts) + 2^62) * 2^63 + seq`` as a HUGEINT, that sorts in that order, so "the next
 matching event after step k" is a plain ``min(key)`` with ``key > key_k``. Because keys are
-unique, one event can reach at most one step of an attempt.
+unique, one event can reach at most one step of an attempt. The event time comes back as
+``key >> 63`` minus the offset: a shift, because HUGEINT division is far slower.
 
 Ordered mode matches greedily: step k is the earliest step-k event after step k-1's event and
 within the window. The earliest choice never loses a later step, so greedy matching finds the
@@ -14,6 +15,7 @@ deepest step any choice of events could reach.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,7 +45,7 @@ def event_key(ts: str = "ts", seq: str = "seq") -> str:
 
 def key_time(key: str) -> str:
     """Return the SQL TIMESTAMP of the event that an order key belongs to."""
-    return f"make_timestamp(({key} // {KEY_SCALE} - {KEY_OFFSET})::BIGINT)"
+    return f"make_timestamp(((({key}) >> 63) - {KEY_OFFSET})::BIGINT)"
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,52 @@ class FunnelSql:
         ctes.append(f"flagged AS ({self._flag_exclusions()})")
         ctes.append(f"best AS ({self._best()})")
         return "WITH " + ",\n".join(ctes) + "\n" + self._final()
+
+    @property
+    def summarizable(self) -> bool:
+        """Whether ``summary_sql`` applies: steps chained one after another, one attempt per
+        unit, nothing that needs a unit's whole row (exclusions, breakdowns)."""
+        spec = self.spec
+        return (
+            spec.order != "any"
+            and spec.entry == "first"
+            and not spec.exclusions
+            and spec.breakdown is None
+        )
+
+    def summary_sql(self, as_of: int, bucket_edges_us: Sequence[int]) -> str:
+        """Return per-step units, median gaps, open windows and gap buckets in one query.
+
+        For ``summarizable`` specs only. Each step's CTE holds exactly the units that reached
+        it, so the aggregates come straight from the chain, without a per-unit table: this is
+        the path a funnel without persons, exclusions or breakdown takes. Units whose window is
+        still open at ``as_of`` are counted per step as ``open``; those that stopped before a
+        step are the difference between two steps' ``open``.
+        """
+        ctes = [f"a1 AS ({self._entries()})"]
+        if self.spec.order == "strict":
+            ctes.append(f"nxt AS ({self._next_events()})")
+        ctes += [f"r{step} AS ({self._step(step)})" for step in range(2, self.steps + 1)]
+        rows = ["SELECT 1 AS step, k1 AS k, NULL::HUGEINT AS prev, k1, deadline FROM a1"]
+        rows += [
+            f"SELECT {step}, k{step}, prev, k1, deadline FROM r{step}"
+            for step in range(2, self.steps + 1)
+        ]
+        gap = "(((k >> 63) - (prev >> 63))::BIGINT)"
+        buckets = [
+            f"count(*) FILTER (WHERE {gap} >= {lower} AND {gap} < {upper}) AS bucket{index}"
+            for index, (lower, upper) in enumerate(itertools.pairwise(bucket_edges_us))
+        ]
+        buckets.append(
+            f"count(*) FILTER (WHERE {gap} >= {bucket_edges_us[-1]}) AS bucket{len(buckets)}"
+        )
+        return (
+            "WITH " + ",\n".join(ctes) + f"\nSELECT step, count(*) AS units,"
+            f" median({gap}) AS median_previous_us,"
+            f" median(((k >> 63) - (k1 >> 63))::BIGINT) AS median_entry_us,"
+            f" count(*) FILTER (WHERE deadline > make_timestamp({as_of})) AS open,"
+            f" {', '.join(buckets)} FROM ({' UNION ALL '.join(rows)}) GROUP BY step ORDER BY step"
+        )
 
     def unit_columns(self) -> list[str]:
         return ["person_id", *self.held]
@@ -125,7 +173,7 @@ class FunnelSql:
         else:
             value = ", v AS v1" if self.carry_values else ""
             chosen = f"SELECT {unit}, k AS k1{value} FROM ({source})"
-        first_time = f"(k1 // {KEY_SCALE} - {KEY_OFFSET})::BIGINT"
+        first_time = f"((k1 >> 63) - {KEY_OFFSET})::BIGINT"
         return (
             f"SELECT *, make_timestamp({first_time}) AS t1,"
             f" make_timestamp({first_time} + {window}) AS deadline FROM ({chosen})"
@@ -143,7 +191,7 @@ class FunnelSql:
         carried = ", ".join(f"any_value(a.{name}) AS {name}" for name in self._carried())
         value = f", arg_min(e.v, e.k) AS v{step}" if self.carry_values else ""
         return (
-            f"SELECT a.k1, {carried}, min(e.k) AS k{step}{value}"
+            f"SELECT a.k1, {carried}, any_value({after}) AS prev, min(e.k) AS k{step}{value}"
             f" FROM {previous} a JOIN ({source}) e ON {self._same_unit('a', 'e')}"
             f" AND e.k > {after} AND e.ts <= a.deadline GROUP BY a.k1"
         )
@@ -153,7 +201,7 @@ class FunnelSql:
         carried = ", ".join(f"a.{name}" for name in self._carried())
         value = f", e.v AS v{step}" if self.carry_values else ""
         return (
-            f"SELECT a.k1, {carried}, e.k AS k{step}{value}"
+            f"SELECT a.k1, {carried}, a.k{step - 1} AS prev, e.k AS k{step}{value}"
             f" FROM {previous} a JOIN nxt n ON n.k = a.k{step - 1}"
             f" JOIN ({source}) e ON e.k = n.next_k AND {self._same_unit('a', 'e')}"
             f" AND e.ts <= a.deadline"
