@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from headstart.cli import analytics as analytics_commands
 from headstart.cli import identity as identity_commands
+from headstart.cli import lifecycle as lifecycle_commands
 from headstart.cli.common import (
     DEFAULT_DATA_DIR,
     DataDirOption,
@@ -25,6 +26,7 @@ from headstart.cli.common import (
 from headstart.cli.demo import demo_app
 from headstart.cli.messages import messages_app
 from headstart.cli.render import render_person, render_report
+from headstart.cli.triggers import triggers_app
 from headstart.datadir import DataDir
 from headstart.errors import HeadstartError, PlanError
 from headstart.ingest.files import CsvMapping
@@ -49,6 +51,7 @@ app.add_typer(plan_app, name="plan")
 app.add_typer(admin_app, name="admin")
 app.add_typer(demo_app, name="demo")
 app.add_typer(messages_app, name="messages")
+app.add_typer(triggers_app, name="triggers")
 
 DATA = Path(DEFAULT_DATA_DIR)
 
@@ -281,6 +284,7 @@ def admin_rotate_key(data_dir: DataDirOption = DATA) -> None:
 
 identity_commands.register(admin_app)
 analytics_commands.register(app)
+lifecycle_commands.register(app)
 
 
 @admin_app.command("process")

@@ -19,6 +19,7 @@ import orjson
 from headstart.profiles.person import Person
 from headstart.sqlite import connect
 from headstart.state.schema import DERIVED_TABLES, SCHEMA
+from headstart.triggers.tables import move_person_triggers
 
 PersonRow = tuple[Person, int | None, dict[str, int | None]]
 
@@ -106,6 +107,7 @@ class StateStore:
         self.conn.execute("DELETE FROM warnings WHERE person_id = ?", (from_person,))
         self.conn.execute("DELETE FROM persons WHERE person_id = ?", (from_person,))
         self.conn.execute("DELETE FROM milestones WHERE person_id = ?", (from_person,))
+        move_person_triggers(self.conn, from_person, to_person)
 
     def identifiers_of(self, person_id: str) -> list[tuple[str, str]]:
         with self.lock:
