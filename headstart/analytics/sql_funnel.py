@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 from headstart.analytics.sql_filters import field_sql, json_path, matcher_sql, sql_string
 from headstart.plan.analytics import FunnelSpec
-from headstart.plan.model import EventMatcher
 
 KEY_SCALE = 2**63
 # Added to epoch microseconds so that keys of instants before 1970 stay positive.
@@ -72,7 +71,7 @@ class FunnelSql:
 
     def units_sql(self) -> str:
         """Return the query: one row per unit, excluded units included and flagged."""
-        ctes = [f"a1 AS ({self._entries()})"]
+        ctes = [f"ev AS ({self._candidates()})", f"a1 AS ({self._entries()})"]
         if self.spec.order == "strict":
             ctes.append(f"nxt AS ({self._next_events()})")
         for step in range(2, self.steps + 1):
@@ -103,16 +102,18 @@ class FunnelSql:
         still open at ``as_of`` are counted per step as ``open``; those that stopped before a
         step are the difference between two steps' ``open``.
         """
-        ctes = [f"a1 AS ({self._entries()})"]
+        ctes = [f"ev AS ({self._candidates()})", f"a1 AS ({self._entries()})"]
         if self.spec.order == "strict":
             ctes.append(f"nxt AS ({self._next_events()})")
         ctes += [f"r{step} AS ({self._step(step)})" for step in range(2, self.steps + 1)]
-        rows = ["SELECT 1 AS step, k1 AS k, NULL::HUGEINT AS prev, k1, deadline FROM a1"]
+        # Gaps in microseconds, computed once per row: HUGEINT shifts are not free.
+        rows = ["SELECT 1 AS step, NULL::BIGINT AS gap, 0::BIGINT AS since_entry, deadline FROM a1"]
         rows += [
-            f"SELECT {step}, k{step}, prev, k1, deadline FROM r{step}"
+            f"SELECT {step}, ((k{step} >> 63) - (prev >> 63))::BIGINT,"
+            f" ((k{step} >> 63) - (k1 >> 63))::BIGINT, deadline FROM r{step}"
             for step in range(2, self.steps + 1)
         ]
-        gap = "(((k >> 63) - (prev >> 63))::BIGINT)"
+        gap = "gap"
         buckets = [
             f"count(*) FILTER (WHERE {gap} >= {lower} AND {gap} < {upper}) AS bucket{index}"
             for index, (lower, upper) in enumerate(itertools.pairwise(bucket_edges_us))
@@ -123,7 +124,7 @@ class FunnelSql:
         return (
             "WITH " + ",\n".join(ctes) + f"\nSELECT step, count(*) AS units,"
             f" median({gap}) AS median_previous_us,"
-            f" median(((k >> 63) - (k1 >> 63))::BIGINT) AS median_entry_us,"
+            f" median(since_entry) AS median_entry_us,"
             f" count(*) FILTER (WHERE deadline > make_timestamp({as_of})) AS open,"
             f" {', '.join(buckets)} FROM ({' UNION ALL '.join(rows)}) GROUP BY step ORDER BY step"
         )
@@ -133,27 +134,45 @@ class FunnelSql:
 
     # ---- events -------------------------------------------------------------------------
 
-    def _events(self, matcher: EventMatcher, *, value: bool = False, entry: bool = False) -> str:
-        """Select the events matching ``matcher`` with their key and held-constant values."""
+    def _candidates(self) -> str:
+        """Select every event that can match a step or an exclusion, once.
+
+        Each row has its order key, held-constant values, the breakdown property (``v``) and
+        one flag per step (``s1``..) and per exclusion (``x1``..). Computing the key once for
+        all steps, instead of once per step, roughly halves a funnel's time on a large table.
+        """
+        spec = self.spec
         columns = ["person_id", f"{event_key()} AS k", "ts"]
         columns += [
             f"({field_sql(key)})::VARCHAR AS {name}"
-            for key, name in zip(self.spec.hold_constant, self.held, strict=True)
+            for key, name in zip(spec.hold_constant, self.held, strict=True)
         ]
-        if value and self.spec.breakdown is not None:
-            columns.append(f"({field_sql(self.spec.breakdown.key)}) ->> '$' AS v")
-        filters = [matcher_sql(matcher), "person_id IS NOT NULL"]
+        if self.carry_values and spec.breakdown is not None:
+            columns.append(f"({field_sql(spec.breakdown.key)}) ->> '$' AS v")
+        columns += [
+            f"{matcher_sql(step)} AS s{index}" for index, step in enumerate(spec.steps, start=1)
+        ]
+        columns += [
+            f"{matcher_sql(exclusion)} AS x{index}"
+            for index, exclusion in enumerate(spec.exclusions, start=1)
+        ]
+        names = sorted({matcher.event for matcher in [*spec.steps, *spec.exclusions]})
+        filters = [f"event IN ({', '.join(sql_string(name) for name in names)})"]
+        filters.append("person_id IS NOT NULL")
         # A held property that is missing or null cannot be held constant: leave the event out.
         filters += [
-            f"coalesce(json_type({field_sql(key)}) <> 'NULL', FALSE)"
-            for key in self.spec.hold_constant
+            f"coalesce(json_type({field_sql(key)}) <> 'NULL', FALSE)" for key in spec.hold_constant
         ]
-        if entry:
-            if self.spec.start_us is not None:
-                filters.append(f"ts >= make_timestamp({self.spec.start_us})")
-            if self.spec.end_us is not None:
-                filters.append(f"ts < make_timestamp({self.spec.end_us})")
         return f"SELECT {', '.join(columns)} FROM events WHERE {' AND '.join(filters)}"
+
+    def _source(self, flag: str, *, entry: bool = False) -> str:
+        """Select the candidate events with ``flag`` set (and in the date range for entries)."""
+        filters = [flag]
+        if entry and self.spec.start_us is not None:
+            filters.append(f"ts >= make_timestamp({self.spec.start_us})")
+        if entry and self.spec.end_us is not None:
+            filters.append(f"ts < make_timestamp({self.spec.end_us})")
+        return f"SELECT * FROM ev WHERE {' AND '.join(filters)}"
 
     def _same_unit(self, left: str, right: str) -> str:
         conditions = [f"{right}.person_id = {left}.person_id"]
@@ -163,8 +182,7 @@ class FunnelSql:
     # ---- entries and steps --------------------------------------------------------------
 
     def _entries(self) -> str:
-        step = self.spec.steps[0]
-        source = self._events(step, value=self.carry_values, entry=True)
+        source = self._source("s1", entry=True)
         window = self.spec.window_us
         unit = ", ".join(self.unit_columns())
         if self.spec.entry == "first":
@@ -180,20 +198,28 @@ class FunnelSql:
         )
 
     def _step(self, step: int) -> str:
-        matcher = self.spec.steps[step - 1]
-        source = self._events(matcher, value=self.carry_values)
+        source = self._source(f"s{step}")
         if self.spec.order == "strict":
             return self._strict_step(step, source)
         if self.spec.order == "any":
             previous, after = "a1", "a.k1"
         else:
             previous, after = ("a1" if step == 2 else f"r{step - 1}"), f"a.k{step - 1}"
-        carried = ", ".join(f"any_value(a.{name}) AS {name}" for name in self._carried())
+        # With one attempt per unit the unit's columns identify it; grouping by them is
+        # cheaper than by the HUGEINT entry key.
+        if self.spec.entry == "first":
+            group = [f"a.{name}" for name in self.unit_columns()]
+            carried = ["any_value(a.k1) AS k1"]
+        else:
+            group = ["a.k1"]
+            carried = [f"any_value(a.{name}) AS {name}" for name in self.unit_columns()]
+        carried.append("any_value(a.deadline) AS deadline")
         value = f", arg_min(e.v, e.k) AS v{step}" if self.carry_values else ""
         return (
-            f"SELECT a.k1, {carried}, any_value({after}) AS prev, min(e.k) AS k{step}{value}"
+            f"SELECT {', '.join(group)}, {', '.join(carried)}, any_value({after}) AS prev,"
+            f" min(e.k) AS k{step}{value}"
             f" FROM {previous} a JOIN ({source}) e ON {self._same_unit('a', 'e')}"
-            f" AND e.k > {after} AND e.ts <= a.deadline GROUP BY a.k1"
+            f" AND e.k > {after} AND e.ts <= a.deadline GROUP BY {', '.join(group)}"
         )
 
     def _strict_step(self, step: int, source: str) -> str:
@@ -253,9 +279,9 @@ class FunnelSql:
         if not self.spec.exclusions:
             return "SELECT *, FALSE AS excluded FROM att"
         hits = []
-        for exclusion in self.spec.exclusions:
+        for index, exclusion in enumerate(self.spec.exclusions, start=1):
             first, last = self.spec.exclusion_span(exclusion)
-            source = self._events(exclusion)
+            source = self._source(f"x{index}")
             hits.append(
                 f"SELECT a.k1 FROM att a JOIN ({source}) e ON {self._same_unit('a', 'e')}"
                 f" AND a.rk{first} IS NOT NULL AND e.k > a.rk{first}"
