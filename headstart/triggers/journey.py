@@ -29,6 +29,9 @@ from headstart.triggers.sends import Outbox, SendIntent
 from headstart.triggers.tables import Decision, Enrollment, TriggerTables
 from headstart.triggers.templates import Rendered, TemplateFailure, Templates
 
+# Every variable a template can read; see headstart.triggers.templates.
+TEMPLATE_VARIABLES = frozenset(("person", "traits", "event", "onboarding", "rule", "key"))
+
 
 @dataclass(frozen=True, slots=True)
 class Moment:
@@ -36,6 +39,8 @@ class Moment:
 
     now: int
     seq: int | None
+    # the event created the person, so no earlier trigger rows or sends exist for them
+    new_person: bool = False
 
 
 class Journey:
@@ -70,10 +75,18 @@ class Journey:
         step: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        enrollment_id = None if enrollment is None else enrollment.enrollment_id
         self.tables.decide(
             Decision(
-                moment.now, person_id, rule, kind, reason, enrollment_id, step, moment.seq, detail
+                moment.now,
+                person_id,
+                rule,
+                kind,
+                reason,
+                None,
+                step,
+                moment.seq,
+                detail,
+                enrollment,
             )
         )
 
@@ -171,8 +184,9 @@ class Journey:
         moment: Moment,
     ) -> None:
         key = f"{rule.name}:{step.id}:{enrollment.person_id}:{enrollment.occurrence}"
-        context = self.template_context(rule, enrollment, facts)
         try:
+            names = self._variables(step)
+            context = self.template_context(rule, enrollment, facts, names)
             if step.kind in ("send", "webhook"):
                 self._send(rule, enrollment, step, facts.person, context, key, t, moment)
             elif step.kind == "set_trait":
@@ -239,8 +253,9 @@ class Journey:
                 priority=rule.priority,
                 quiet_hours=rule.rule.quiet_hours,
                 ignore_caps=rule.rule.ignore_caps,
-                enrollment_id=enrollment.enrollment_id,
+                enrollment=enrollment,
                 seq=moment.seq,
+                new_person=moment.new_person,
             )
         )
 
@@ -336,7 +351,7 @@ class Journey:
             "headstart": {
                 "rule": rule.name,
                 "step": step.id,
-                "enrollment": enrollment.enrollment_id,
+                "occurrence": enrollment.occurrence,
             }
         }
         self.tables.add_emit(message_id, body, moment.now)
@@ -358,32 +373,52 @@ class Journey:
                 return zone
         return self.fallback
 
+    def _variables(self, step: CompiledStep) -> frozenset[str]:
+        """Return the template variables a step reads; all of them for default webhook data."""
+        spec = step.step
+        if step.kind == "set_trait":
+            return self.templates.value_variables(spec.value, f"step {step.id} value")
+        if step.kind == "emit":
+            return self.templates.value_variables(spec.properties, f"step {step.id} properties")
+        if spec.template is None:
+            return TEMPLATE_VARIABLES
+        names = self.templates.variables(spec.template)
+        if spec.to is not None:
+            names |= self.templates.value_variables(spec.to, f"step {step.id} field to")
+        return names
+
     def template_context(
-        self, rule: CompiledRule, enrollment: Enrollment, facts: Facts
+        self,
+        rule: CompiledRule,
+        enrollment: Enrollment,
+        facts: Facts,
+        names: frozenset[str] = frozenset(),
     ) -> dict[str, Any]:
+        """Build the variables templates see; ``names`` limits the costly ones to those read."""
         person = facts.person
-        state = facts.state
-        reached = {name: to_iso(at) for name, at in state.milestones.items()}
-        following = next((name for name, at in state.milestones.items() if at is None), None)
-        return {
-            "person": {
+        context: dict[str, Any] = {"rule": rule.name, "key": enrollment.key}
+        if "event" in names:
+            context["event"] = enrollment.context.get("event", {})
+        if "traits" in names:
+            context["traits"] = {name: trait.value for name, trait in person.traits.items()}
+        if "person" in names:
+            context["person"] = {
                 "id": person.person_id,
                 "user_id": person.user_id,
                 "first_seen": to_iso(person.first_seen),
                 "last_seen": to_iso(person.last_seen),
-            },
-            "traits": {name: trait.value for name, trait in person.traits.items()},
-            "event": enrollment.context.get("event", {}),
-            "onboarding": {
+            }
+        if "onboarding" in names:
+            state = facts.state
+            following = next((name for name, at in state.milestones.items() if at is None), None)
+            context["onboarding"] = {
                 "signed_up_at": to_iso(state.signup_at),
                 "activated": state.activated,
                 "activated_at": to_iso(state.activated_at),
-                "milestones": reached,
+                "milestones": {name: to_iso(at) for name, at in state.milestones.items()},
                 "next_milestone": following,
-            },
-            "rule": rule.name,
-            "key": enrollment.key,
-        }
+            }
+        return context
 
 
 def _default_webhook_data(

@@ -27,7 +27,7 @@ import orjson
 from headstart.plan.triggers import Cap, Triggers, local_time_parts
 from headstart.timeutil import to_iso
 from headstart.triggers.localtime import local_day_bounds, quiet_until, to_local
-from headstart.triggers.tables import Decision, InAppSlot, TriggerTables
+from headstart.triggers.tables import Decision, Enrollment, InAppSlot, TriggerTables
 
 
 @dataclass(slots=True)
@@ -46,8 +46,10 @@ class SendIntent:
     priority: int
     quiet_hours: str
     ignore_caps: bool
-    enrollment_id: int
+    enrollment: Enrollment | None
     seq: int | None
+    # the person was created by the deciding event: no earlier outbox rows or in-app slots
+    new_person: bool = False
     order: int = 0
 
 
@@ -65,6 +67,8 @@ class Outbox:
         if quiet is not None:
             self._quiet = (time(*local_time_parts(quiet.start)), time(*local_time_parts(quiet.end)))
         self._counter = 0
+        # persons given an outbox row or in-app slot in the current settle
+        self._placed: set[str] = set()
 
     def propose(self, intent: SendIntent) -> None:
         self._counter += 1
@@ -82,6 +86,7 @@ class Outbox:
         self.candidates.clear()
         for intent in ordered:
             self._place(intent, now)
+        self._placed.clear()
 
     # ---- placing one send ---------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class Outbox:
                 return
             delayed = f"; delayed by {self._quiet_text(intent)} until {to_iso(quiet_end)}"
             at = quiet_end
-        if not intent.ignore_caps:
+        if not intent.ignore_caps and not self._fresh(intent):
             reason = self._cap_reached(intent, at)
             if reason is not None:
                 self._decide(intent, now, "suppressed", reason)
@@ -113,6 +118,7 @@ class Outbox:
     def _enqueue(
         self, intent: SendIntent, payload: dict[str, Any], at: int, now: int, note: str
     ) -> None:
+        self._placed.add(intent.person_id)
         outbox_id = self.tables.enqueue(
             key=intent.key,
             person_id=intent.person_id,
@@ -187,12 +193,13 @@ class Outbox:
             payload=orjson.dumps(intent.payload).decode(),
             created_at=now,
         )
-        current = self.tables.open_slot(intent.person_id)
+        current = None if self._fresh(intent) else self.tables.open_slot(intent.person_id)
         if current is not None and current.idempotency_key == intent.key:
             self._decide(intent, now, "duplicate", f"already enqueued under key {intent.key}")
             return
         if current is not None:
             queued = InAppSlot(**{**_slot_fields(slot), "status": "queued"})
+            self._placed.add(intent.person_id)
             if self.tables.put_slot(queued, now):
                 reason = f"in-app message queued behind the open one from rule {current.rule}"
                 self._decide(intent, now, "queued", reason)
@@ -233,10 +240,14 @@ class Outbox:
             priority=queued.priority,
             quiet_hours="ignore",
             ignore_caps=True,
-            enrollment_id=0,
+            enrollment=None,
             seq=seq,
         )
         self._open_in_app(intent, intent.payload, now, now, "; released from the in-app queue")
+
+    def _fresh(self, intent: SendIntent) -> bool:
+        """True when the person can have no sends yet, so caps and the in-app slot need no read."""
+        return intent.new_person and intent.person_id not in self._placed
 
     def _decide(
         self,
@@ -253,7 +264,7 @@ class Outbox:
                 rule=intent.rule,
                 kind=kind,
                 reason=reason,
-                enrollment_id=intent.enrollment_id or None,
+                enrollment=intent.enrollment,
                 step=intent.step,
                 seq=intent.seq,
                 detail=detail,

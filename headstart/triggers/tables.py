@@ -27,6 +27,8 @@ _ENROLLMENT_FROM = "enrollments e LEFT JOIN timers t ON t.enrollment_id = e.enro
 
 @dataclass(slots=True)
 class Enrollment:
+    """A person in (or watching for) a rule. ``enrollment_id`` is 0 until the row is written."""
+
     enrollment_id: int
     rule: str
     person_id: str
@@ -42,6 +44,12 @@ class Enrollment:
     timer_id: int | None = None
     due: int | None = None
     parsed_context: dict[str, Any] | None = None
+    ended_at: int | None = None
+    reason: str | None = None
+
+    @property
+    def saved(self) -> bool:
+        return self.enrollment_id != 0
 
     @property
     def context(self) -> dict[str, Any]:
@@ -75,6 +83,8 @@ class Decision:
     step: str | None = None
     seq: int | None = None
     detail: dict[str, Any] | None = None
+    # read at flush time instead of ``enrollment_id``, for enrollments written later
+    enrollment: Enrollment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +105,7 @@ class TriggerTables:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        self._decisions: list[tuple[Any, ...]] = []
+        self._decisions: list[Decision] = []
         # set when an emitted event was written, so the engine appends it after the commit
         self.emits_added = False
 
@@ -141,7 +151,7 @@ class TriggerTables:
         )
         return {(str(rule), str(key)): int(at) for rule, key, at in rows}
 
-    def insert_enrollment(
+    def new_enrollment(
         self,
         *,
         rule: str,
@@ -154,15 +164,13 @@ class TriggerTables:
         entered_at: int | None,
         context: dict[str, Any],
     ) -> Enrollment:
-        raw = orjson.dumps(context)
-        cursor = self.conn.execute(
-            "INSERT INTO enrollments (rule, person_id, key, occurrence, status, rule_version,"
-            " started_at, entered_at, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (rule, person_id, key, occurrence, status, version, started_at, entered_at, raw),
-        )
-        assert cursor.lastrowid is not None
+        """Return an enrollment that is written on its first wait or its end, not now.
+
+        A journey that runs to its end right away then costs one INSERT instead of an INSERT
+        and an UPDATE. Everything happens inside the processor's transaction either way.
+        """
         return Enrollment(
-            cursor.lastrowid,
+            0,
             rule,
             person_id,
             key,
@@ -172,11 +180,40 @@ class TriggerTables:
             version,
             started_at,
             entered_at,
-            raw,
+            None,
             parsed_context=context,
         )
 
+    def save(self, enrollment: Enrollment) -> None:
+        """Write an enrollment made by ``new_enrollment`` with its current state."""
+        if enrollment.saved:
+            return
+        raw = orjson.dumps(enrollment.context)
+        cursor = self.conn.execute(
+            "INSERT INTO enrollments (rule, person_id, key, occurrence, status, step,"
+            " rule_version, started_at, entered_at, ended_at, reason, context)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                enrollment.rule,
+                enrollment.person_id,
+                enrollment.key,
+                enrollment.occurrence,
+                enrollment.status,
+                enrollment.step,
+                enrollment.rule_version,
+                enrollment.started_at,
+                enrollment.entered_at,
+                enrollment.ended_at,
+                enrollment.reason,
+                raw,
+            ),
+        )
+        assert cursor.lastrowid is not None
+        enrollment.enrollment_id = cursor.lastrowid
+        enrollment.raw_context = raw
+
     def activate(self, enrollment: Enrollment, entered_at: int, version: str) -> None:
+        assert enrollment.saved, "only a saved watch is activated"
         enrollment.status = "active"
         enrollment.entered_at = entered_at
         enrollment.rule_version = version
@@ -188,15 +225,19 @@ class TriggerTables:
 
     def set_step(self, enrollment: Enrollment, step: str | None) -> None:
         enrollment.step = step
+        if not enrollment.saved:
+            return
         self.conn.execute(
             "UPDATE enrollments SET step = ? WHERE enrollment_id = ?",
             (step, enrollment.enrollment_id),
         )
 
     def set_context(self, enrollment: Enrollment, context: dict[str, Any]) -> None:
+        enrollment.parsed_context = context
+        if not enrollment.saved:
+            return
         raw = orjson.dumps(context)
         enrollment.raw_context = raw
-        enrollment.parsed_context = context
         self.conn.execute(
             "UPDATE enrollments SET context = ? WHERE enrollment_id = ?",
             (raw, enrollment.enrollment_id),
@@ -205,12 +246,21 @@ class TriggerTables:
     def end(self, enrollment: Enrollment, status: str, at: int, reason: str) -> None:
         """Close an enrollment and delete its pending timer."""
         enrollment.status = status
+        enrollment.ended_at = at
+        enrollment.reason = reason
+        if not enrollment.saved:
+            enrollment.step = None
+            self.save(enrollment)
+            return
         self.conn.execute(
             "UPDATE enrollments SET status = ?, ended_at = ?, reason = ?, step = NULL"
             " WHERE enrollment_id = ?",
             (status, at, reason, enrollment.enrollment_id),
         )
-        self.conn.execute("DELETE FROM timers WHERE enrollment_id = ?", (enrollment.enrollment_id,))
+        if enrollment.timer_id is not None:
+            self.conn.execute(
+                "DELETE FROM timers WHERE enrollment_id = ?", (enrollment.enrollment_id,)
+            )
         enrollment.timer_id = None
         enrollment.due = None
 
@@ -225,6 +275,8 @@ class TriggerTables:
         step: str | None = None,
         ref: str | None = None,
     ) -> int:
+        if enrollment is not None:
+            self.save(enrollment)
         enrollment_id = None if enrollment is None else enrollment.enrollment_id
         cursor = self.conn.execute(
             "INSERT INTO timers (due, kind, person_id, enrollment_id, step, ref)"
@@ -267,20 +319,7 @@ class TriggerTables:
 
     def decide(self, decision: Decision) -> None:
         """Buffer a decision; ``flush_decisions`` writes the buffer in the same transaction."""
-        detail = None if decision.detail is None else orjson.dumps(decision.detail).decode()
-        self._decisions.append(
-            (
-                decision.at,
-                decision.person_id,
-                decision.rule,
-                decision.enrollment_id,
-                decision.step,
-                decision.kind,
-                decision.reason,
-                decision.seq,
-                detail,
-            )
-        )
+        self._decisions.append(decision)
 
     @property
     def buffered(self) -> int:
@@ -295,7 +334,7 @@ class TriggerTables:
         self.conn.executemany(
             "INSERT INTO decisions (at, person_id, rule, enrollment_id, step, kind, reason, seq,"
             " detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            self._decisions,
+            [_decision_row(decision) for decision in self._decisions],
         )
         self._decisions.clear()
 
@@ -406,6 +445,24 @@ class TriggerTables:
             "UPDATE trigger_emits SET appended_at = ? WHERE message_id = ?",
             [(at, message_id) for message_id in message_ids],
         )
+
+
+def _decision_row(decision: Decision) -> tuple[Any, ...]:
+    enrollment_id = decision.enrollment_id
+    if decision.enrollment is not None and decision.enrollment.saved:
+        enrollment_id = decision.enrollment.enrollment_id
+    detail = None if decision.detail is None else orjson.dumps(decision.detail).decode()
+    return (
+        decision.at,
+        decision.person_id,
+        decision.rule,
+        enrollment_id,
+        decision.step,
+        decision.kind,
+        decision.reason,
+        decision.seq,
+        detail,
+    )
 
 
 _SLOT_COLUMNS = (
