@@ -15,8 +15,9 @@ Stack Exchange dumps go through ``headstart.demo.stackexchange`` (the same messa
 one module presentation):
 
 - OULAD dates are days relative to the presentation start and it gives no calendar dates.
-  The anchor is the 1st of the month at 00:00 UTC: February for "B" presentations and October
-  for "J" presentations, which is when the Open University says they start.
+  The anchor is an assumption: the 1st of the month at 00:00 UTC, February for "B"
+  presentations and October for "J" presentations, reading the letter as the start month.
+  Discovery uses only offsets from sign-up, so the anchor changes none of its numbers.
 - ``Registered`` (the sign-up) at day 0, the start of the presentation, whatever the
   registration date (kept as property ``registration_day``).
 - ``Assessment Submitted`` at ``date_submitted`` with ``assessment_type`` (TMA, CMA, Exam) and

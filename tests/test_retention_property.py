@@ -171,7 +171,8 @@ def engine(
 
 
 # Times on a half-hour grid, so that ties, period boundaries and midnights come up often.
-instants = st.integers(0, 2 * 24 * 30).map(
+# The 75 days reach periods past 61, where the engine stops using a bit mask.
+instants = st.integers(0, 2 * 24 * 75).map(
     lambda half_hours: BASE + half_hours * MICROS_PER_HOUR // 2
 )
 person_ids = st.sampled_from(["p1", "p2", "p3", "p4", "p5"])
@@ -198,12 +199,13 @@ def queries(draw: st.DrawFn) -> RetentionQuery:
     brackets: tuple[tuple[int, int], ...] = ()
     periods: tuple[int, ...] = (0, 1, 2, 3)
     if kind == "bracket":
-        pairs = draw(
-            st.lists(st.tuples(st.integers(0, 12), st.integers(0, 6)), min_size=1, max_size=4)
-        )
+        # Starts from 55 reach past period 61, where the engine stops using a bit mask.
+        starts = st.one_of(st.integers(0, 12), st.integers(55, 61))
+        pairs = draw(st.lists(st.tuples(starts, st.integers(0, 6)), min_size=1, max_size=4))
         brackets = tuple(dict.fromkeys((lo, lo + width) for lo, width in pairs))
     else:
-        periods = tuple(draw(st.lists(st.integers(0, 20), min_size=1, max_size=6)))
+        numbers = st.one_of(st.integers(0, 20), st.sampled_from([60, 61, 62, 70]))
+        periods = tuple(draw(st.lists(numbers, min_size=1, max_size=6)))
     window = draw(st.one_of(st.none(), st.tuples(instants, st.integers(1, 30))))
     as_of = draw(st.one_of(st.none(), instants))
     return RetentionQuery(

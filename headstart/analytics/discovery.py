@@ -88,8 +88,8 @@ CAVEAT = (
     "causes. Confirm each with an experiment (for example, nudge half of new sign-ups toward "
     "it) before building onboarding around it."
 )
-# Populations smaller than this get a LOW_SAMPLE notice: with fewer than 100 persons a phi
-# of 0.2 is not distinguishable from 0 at the 5% level.
+# Populations smaller than this get a LOW_SAMPLE notice. Below 96 persons even a phi of 0.2
+# is not significant at the 5% level, because n * phi^2 stays under 3.84.
 LOW_SAMPLE_PERSONS = 100
 MAX_DAYS = 3650
 MAX_SUGGESTED = 5
@@ -121,7 +121,7 @@ CANDIDATE_COLUMNS = [
 
 @dataclass(frozen=True)
 class DiscoveryQuery:
-    """What to search; see the module docstring for the exact meaning of each field."""
+    """Parameters of a discovery run; the module docstring defines each field."""
 
     first_days: int = 7
     counts: tuple[int, ...] = (1, 2, 3, 5)
@@ -294,7 +294,8 @@ def _discover(conn: duckdb.DuckDBPyConnection, query: DiscoveryQuery) -> Discove
 
     params = Params()
     base = _population_sql(query, params, as_of)
-    population, retained, missing, churned_early = _totals(conn, base, params)
+    totals, counts = _counts(conn, base, params, query)
+    population, retained, missing, churned_early = totals
     notices: list[Notice] = []
     if churned_early:
         notices.append(
@@ -320,7 +321,6 @@ def _discover(conn: duckdb.DuckDBPyConnection, query: DiscoveryQuery) -> Discove
         )
         return _empty(query, as_of, [*notices, Notice(NO_DATA, reason)])
 
-    counts = _behaviour_counts(conn, base, params, query)
     threshold = max(query.min_doers, math.ceil(query.min_share * population))
     scored, dropped = _score(counts, query, population, retained, threshold)
     notices.extend(_notices(query, population, retained, scored))
@@ -439,26 +439,15 @@ def _event_filter(alias: str, names: tuple[str, ...], params: Params) -> str:
     return f"{alias}.event IN ({placeholders})"
 
 
-def _totals(
-    conn: duckdb.DuckDBPyConnection, base: str, params: Params
-) -> tuple[int, int, int, int]:
-    """Return the population, how many were retained, without the trait, and churned early."""
-    row = conn.execute(
-        f"""{base}
-        SELECT count(retained), count(*) FILTER (WHERE retained), count(*) - count(retained),
-               (SELECT count(*) FROM signed) - (SELECT count(*) FROM pop)
-        FROM outcome
-        """,
-        params.values,
-    ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
-
-
-def _behaviour_counts(
+def _counts(
     conn: duckdb.DuckDBPyConnection, base: str, params: Params, query: DiscoveryQuery
-) -> pd.DataFrame:
-    """Return persons per (event, detail, capped count, retained)."""
+) -> tuple[tuple[int, int, int, int], pd.DataFrame]:
+    """Return the totals and the persons per (event, detail, capped count, retained).
+
+    Totals are the population, how many were retained, how many lack the outcome trait and
+    how many churned early. One query returns both, so the population and the outcome
+    (each a join over the events) are computed once.
+    """
     excluded = [*query.exclude_events]
     if query.churn_event is not None and query.outcome == "not_churned":
         excluded.append(query.churn_event)
@@ -475,12 +464,26 @@ def _behaviour_counts(
               AND e.ts < make_timestamp(p.s + {query.first_days * MICROS_PER_DAY})
             GROUP BY e.person_id, e.event, detail
         )
-        SELECT early.event, early.detail, least(early.n, {cap}) AS n, o.retained, count(*) AS persons
+        SELECT 'candidate' AS kind, early.event, early.detail, least(early.n, {cap}) AS n,
+               o.retained, count(*) AS persons
         FROM early JOIN outcome o USING (person_id)
         WHERE o.retained IS NOT NULL
         GROUP BY ALL
+        UNION ALL
+        SELECT 'outcome', NULL, NULL, NULL, retained, count(*) FROM outcome GROUP BY retained
+        UNION ALL
+        SELECT 'churned_early', NULL, NULL, NULL, NULL,
+               (SELECT count(*) FROM signed) - (SELECT count(*) FROM pop)
     """
-    return conn.execute(sql, params.values).df()
+    frame = conn.execute(sql, params.values).df()
+    outcome = frame[frame["kind"] == "outcome"]
+    known = outcome[outcome["retained"].notna()]
+    retained = int(known.loc[known["retained"].astype(bool), "persons"].sum())
+    missing = int(outcome.loc[outcome["retained"].isna(), "persons"].sum())
+    churned = int(frame.loc[frame["kind"] == "churned_early", "persons"].sum())
+    totals = (int(known["persons"].sum()), retained, missing, churned)
+    candidates = frame[frame["kind"] == "candidate"].drop(columns="kind")
+    return totals, candidates
 
 
 def _detail_sql(query: DiscoveryQuery, params: Params) -> str:

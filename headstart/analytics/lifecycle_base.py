@@ -69,7 +69,7 @@ def cursor_for(source: Source) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def data_end(conn: duckdb.DuckDBPyConnection) -> int | None:
-    """Return the latest event time in the warehouse, or None when it holds no events."""
+    """Return the latest event time in the warehouse, or None when it has no events."""
     row = conn.execute("SELECT epoch_us(max(ts)) FROM events").fetchone()
     if row is None or row[0] is None:
         return None
@@ -185,7 +185,9 @@ class ParamReader:
 
     def texts(self, name: str) -> tuple[str, ...]:
         value = self.values.get(name)
-        items = value if isinstance(value, list) else [] if value is None else [value]
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else [value]
         return tuple(item.strip() for item in items if item.strip())
 
     def integer(self, name: str, default: int) -> int:

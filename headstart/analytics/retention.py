@@ -12,8 +12,8 @@ Definitions (docs/analytics.md explains them with examples):
 - Periods. Period n of an entry that starts at instant s is, with ``boundary="rolling"``,
   [s + n * L, s + (n + 1) * L) for L = 24 hours (``interval="day"``) or 7 * 24 hours
   (``"week"``). With ``boundary="calendar"`` it is the n-th local calendar day (or Monday-based
-  week) after the one containing s, in ``timezone``; such days are 23 or 25 hours long across
-  a DST change. Period 0 is the rest of the start's own day or week.
+  week) in ``timezone`` after the one containing s. Such a day is 23 or 25 hours long across a
+  DST change. Period 0 is the rest of the start's own day or week.
 - Returns. A return is an event named in ``return_events`` (any named event when empty) that
   happened strictly after the entry's start instant and at or before ``as_of``. The start
   event itself, and anything at the same microsecond, is never a return.
@@ -70,6 +70,9 @@ Boundary = Literal["rolling", "calendar"]
 CohortUnit = Literal["day", "week", "month"]
 
 MAX_PERIOD = 3650
+# The highest period kept in the per-entry bit mask of returns. Bits 0 to 61 keep every
+# shift and the widest column mask (62 bits) inside a signed 64-bit integer.
+MAX_MASK_PERIOD = 61
 # Cohorts with fewer entries than this get a LOW_SAMPLE notice: a rate over fewer than 30
 # entries moves by more than 3 points with one person.
 LOW_SAMPLE_ENTRIES = 30
@@ -89,7 +92,7 @@ class Column:
 
 @dataclass(frozen=True)
 class RetentionQuery:
-    """What to measure; see the module docstring for the exact meaning of each field."""
+    """Parameters of a retention analysis; the module docstring defines each field."""
 
     start_event: str | None = None
     start_mode: StartMode = "first"
@@ -137,6 +140,7 @@ class RetentionQuery:
         _check_choice("boundary", self.boundary, ("rolling", "calendar"))
         _check_choice("cohort", self.cohort, ("day", "week", "month"))
         check_zone(self.timezone, "timezone")
+
         if self.start_mode == "recurring" and self.start_event is None:
             raise InvalidInput(
                 "start_mode=recurring needs a start_event: a sign-up happens once per person"
@@ -153,6 +157,7 @@ class RetentionQuery:
                 f"start_from ({to_iso(self.start_from)}) must be before start_to "
                 f"({to_iso(self.start_to)})"
             )
+
         if self.kind == "bracket":
             return self._validated_brackets()
         if self.brackets:
@@ -325,10 +330,10 @@ def _retention_sql(query: RetentionQuery, as_of: int) -> tuple[str, Params]:
         SELECT 'size' AS kind, cohort, NULL AS col, obs, count(*) AS n
         FROM labelled GROUP BY cohort, obs
         UNION ALL
-        SELECT 'hit', e.cohort, c.col, e.obs, count(DISTINCT e.entry_id)
+        SELECT 'hit', e.cohort, c.col, e.obs, {_hit_count_sql(query, columns)}
         FROM hits h
         JOIN labelled e USING (entry_id)
-        JOIN cols c ON h.idx BETWEEN c.lo AND c.hi
+        JOIN cols c ON {_hit_test_sql(query, columns)}
         GROUP BY e.cohort, c.col, e.obs
         UNION ALL
         SELECT 'persons', cohort, NULL, NULL, count(DISTINCT person_id)
@@ -393,9 +398,12 @@ def _period_index_sql(query: RetentionQuery) -> str:
 
 
 def _hits_sql(query: RetentionQuery, columns: list[Column]) -> str:
-    """Return SQL for (entry_id, idx): the periods in which each entry returned.
+    """Return SQL for the periods in which each entry returned.
 
-    For unbounded retention only the latest period matters, so each entry keeps one row.
+    Unbounded retention needs only the latest period, so each entry keeps one row with
+    ``idx``. Periods up to ``MAX_MASK_PERIOD`` are folded into one bit mask per entry
+    (``mask``, bit n set when the entry returned in period n), because grouping by entry is
+    cheaper than keeping each distinct (entry, period) pair, which later periods still need.
     """
     idx = _period_index_sql(query)
     join = "FROM labelled e JOIN returns r ON r.person_id = e.person_id AND r.ts > e.s"
@@ -404,7 +412,30 @@ def _hits_sql(query: RetentionQuery, columns: list[Column]) -> str:
     max_hi = max(column.hi for column in columns)
     if query.boundary == "rolling":
         join += f" AND r.t_us < e.s_us + {(max_hi + 1) * _PERIOD_US[query.interval]}"
+    if max_hi <= MAX_MASK_PERIOD:
+        return (
+            f"SELECT e.entry_id, bit_or(CAST(1 AS BIGINT) << {idx}) AS mask {join}"
+            f" AND {idx} <= {max_hi} GROUP BY e.entry_id"
+        )
     return f"SELECT DISTINCT e.entry_id, {idx} AS idx {join} AND {idx} <= {max_hi}"
+
+
+def _uses_mask(query: RetentionQuery, columns: list[Column]) -> bool:
+    return query.kind != "unbounded" and max(c.hi for c in columns) <= MAX_MASK_PERIOD
+
+
+def _hit_test_sql(query: RetentionQuery, columns: list[Column]) -> str:
+    """Return SQL that is true when hit row h counts for column c."""
+    if _uses_mask(query, columns):
+        return "(h.mask >> c.lo) & ((CAST(1 AS BIGINT) << (c.hi - c.lo + 1)) - 1) <> 0"
+    return "h.idx BETWEEN c.lo AND c.hi"
+
+
+def _hit_count_sql(query: RetentionQuery, columns: list[Column]) -> str:
+    """Return SQL counting entries per group: one row per entry, except on the pairs path."""
+    if query.kind == "unbounded" or _uses_mask(query, columns):
+        return "count(*)"
+    return "count(DISTINCT e.entry_id)"
 
 
 def _assemble(query: RetentionQuery, rows: list[tuple[Any, ...]]) -> pd.DataFrame:

@@ -19,7 +19,8 @@ Definitions (docs/analytics.md explains them with examples):
   converted (by ``as_of``), by linear interpolation between order statistics (numpy's default).
   They describe converters only and ignore everyone still in progress.
 - ``km_median_hours`` (and p75, p90): the first time at which the Kaplan-Meier curve shows 50%
-  (75%, 90%) converted; null when the curve never gets there (see ``headstart.analytics.survival``).
+  (75%, 90%) converted (see ``headstart.analytics.survival``). It is null when the curve never
+  gets there.
 - Groups: ``(all)`` plus, with ``breakdown``, one group per trait value, first-touch channel or
   experiment variant (``headstart.analytics.person_groups``).
 """
@@ -105,7 +106,7 @@ CURVE_COLUMNS = [
 
 @dataclass(frozen=True)
 class TtvQuery:
-    """What to measure; see the module docstring for the exact meaning of each field."""
+    """Parameters of a time-to-value analysis; the module docstring defines each field."""
 
     within_days: float | None = None
     breakdown: Breakdown | None = None
@@ -168,7 +169,7 @@ class TtvQuery:
 class TtvResult:
     """Per goal and group: conversion shares, quantiles and Kaplan-Meier curves.
 
-    ``summary`` has one row per goal and group (``SUMMARY_COLUMNS``); ``curves`` holds each
+    ``summary`` has one row per goal and group (``SUMMARY_COLUMNS``); ``curves`` contains each
     full Kaplan-Meier step function (``CURVE_COLUMNS``), one row per distinct duration.
     """
 
@@ -290,6 +291,7 @@ def _durations_sql(query: TtvQuery, goals: list[str], params: Params, as_of: int
         conditions += f" AND p.signup_at >= make_timestamp({params.add(query.signup_from)})"
     if query.signup_to is not None:
         conditions += f" AND p.signup_at < make_timestamp({params.add(query.signup_to)})"
+
     group_join = ""
     group_expr = "NULL"
     if query.breakdown is not None:
@@ -298,8 +300,11 @@ def _durations_sql(query: TtvQuery, goals: list[str], params: Params, as_of: int
         )
         missing = query.breakdown.missing_label().replace("'", "''")
         group_expr = f"coalesce(g.grp, '{missing}')"
+
     goal_rows = ", ".join(f"({index}, {params.add(goal)})" for index, goal in enumerate(goals))
-    activation_index = goals.index(ACTIVATION) if ACTIVATION in goals else -1
+    # Activation is always the last goal; a plan milestone that happens to be named
+    # "activation" stays a milestone.
+    activation_index = len(goals) - 1 if goals and goals[-1] == ACTIVATION else -1
     return f"""
         WITH cohort AS MATERIALIZED (
             SELECT p.person_id, epoch_us(p.signup_at) AS signup_us,

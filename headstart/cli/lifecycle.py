@@ -1,8 +1,8 @@
 """``headstart retention``, ``headstart ttv`` and ``headstart discover``.
 
 With a server running on the data directory, a command calls its REST API (``/api/retention``,
-``/api/ttv``, ``/api/discover``) with the admin key, because the server holds the warehouse
-file. Otherwise it catches up the processor, syncs ``analytics.duckdb`` and runs the analysis
+``/api/ttv``, ``/api/discover``) with the admin key, because the server has the warehouse
+file open. Otherwise it catches up the processor, syncs ``analytics.duckdb`` and runs the analysis
 in this process. Both paths pass the same text parameters to the same parser, so the output
 is the same JSON, which ``--json`` prints as is and the default view renders as tables.
 The analyses are imported inside the commands, so other commands start without pandas.
@@ -358,6 +358,7 @@ def render_ttv(out: Console, result: dict[str, Any]) -> None:
     grouped = result["definition"]["breakdown"] is not None
     rows = result["summary"]
     signups = {row["group"]: row["signups"] for row in rows}
+
     out.print(
         f"[bold]time-to-value[/] as of {result['as_of']}; sign-ups: "
         + ", ".join(f"{group} {count}" for group, count in signups.items())
@@ -369,6 +370,7 @@ def render_ttv(out: Console, result: dict[str, Any]) -> None:
     headers = ["reached", f"<={within:g}d", "median", "p75", "p90", "KM med", "KM"]
     for header in headers:
         table.add_column(header, justify="right", min_width=len(header), no_wrap=True)
+
     for row in rows:
         table.add_row(
             row["goal"],
