@@ -13,6 +13,7 @@ from headstart.api.analytics_routes import analytics_router
 from headstart.api.identity_routes import identity_router
 from headstart.api.inapp_routes import InAppCors, inapp_router
 from headstart.api.ingest_routes import ingest_router
+from headstart.api.lifecycle_routes import lifecycle_router
 from headstart.api.messages_routes import messages_router
 from headstart.api.read_routes import read_router
 from headstart.api.responses import JSONBytes
@@ -37,6 +38,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(InAppCors)
     app.include_router(identity_router(runtime))
     app.include_router(analytics_router(runtime))
+    app.include_router(lifecycle_router(runtime))
 
     @app.get("/health", tags=["status"], summary="Liveness check")
     def health() -> dict[str, str]:
