@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from bench import lifecycle
 from headstart.analytics.funnels import run_funnel
 from headstart.analytics.warehouse import create_schema
 from headstart.plan.analytics import FunnelSpec
@@ -315,6 +316,8 @@ ANALYSES = [
         pandas_input=funnel_pandas_input,
         check=same_steps,
     ),
+    # Retention, time-to-value and discovery, each against its hand-written query.
+    *(Analysis(**spec) for spec in lifecycle.ANALYSES),
 ]
 
 
