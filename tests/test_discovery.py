@@ -271,8 +271,8 @@ def test_invalid_query_names_the_field(query: DiscoveryQuery, message: str) -> N
 
 
 def test_merged_devices_join_behaviour_and_outcome(tmp_path: Path) -> None:
-    # The invite happens on the laptop before the devices are linked and the return on day
-    # 30 on the phone; after the merge both belong to the one person who signed up.
+    # The invite happens on the laptop before the devices are linked, and the return on day
+    # 30 on the phone. After the merge both belong to the one person who signed up.
     plan = parse_plan(
         "signup:\n  event: Signed Up\nmilestones:\n  - name: invited\n    event: Invite\n"
         "activation:\n  milestones: [invited]\n  within_days: 7\n"

@@ -1,7 +1,7 @@
 """Discovery on real data, checked against plain pandas queries over the same files.
 
-- OULAD (tests/data/oulad): the engine sees the events that bench/real_data.py maps from the
-  CSV files; pandas reads the CSV files directly and applies the same definitions in days.
+- OULAD (tests/data/oulad): the engine reads the events that bench/real_data.py maps from the
+  CSV files, and pandas reads the CSV files directly and applies the same definitions in days.
 - Martial Arts Stack Exchange (packaged dump): the engine sees the demo exporter's messages;
   pandas reads Users.xml and Badges.xml directly.
 """

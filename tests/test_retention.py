@@ -317,8 +317,8 @@ def test_invalid_query_names_the_field(query: RetentionQuery, message: str) -> N
 
 
 def test_merged_devices_count_as_one_person(tmp_path: Path) -> None:
-    # One person signs up on a phone, then logs in on a laptop; the identify merges the two
-    # devices, and the laptop's return on day 1 counts for the one person.
+    # One person signs up on a phone, then opens the app on a laptop. The identify calls
+    # merge the two devices, so the laptop's return on day 1 counts for the one person.
     plan = parse_plan(
         "signup:\n  event: Signed Up\nmilestones:\n  - name: opened\n    event: Open\n"
         "activation:\n  milestones: [opened]\n  within_days: 7\n"

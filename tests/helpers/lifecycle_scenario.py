@@ -57,7 +57,7 @@ def send_scenario(server: HeadstartServer, write_key: str) -> None:
 
 
 def scenario_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HeadstartServer]:
-    """Yield a running server whose data directory holds the scenario."""
+    """Yield a running server whose data directory contains the scenario."""
     root: Path = tmp_path_factory.mktemp("lifecycle") / "data"
     data = make_data_dir(root)
     write_key = data.add_source("history", historical=True)
