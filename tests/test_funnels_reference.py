@@ -324,19 +324,18 @@ class ReferenceFunnel:
             value = json_text(campaign.get(key, _MISSING)) if isinstance(campaign, dict) else None
             if value:
                 return value
+            value = json_text(event.properties.get(CAMPAIGN_PARAMETERS[key], _MISSING))
+            if value:
+                return value
             page = event.context.get("page")
-            url = page.get("url") if isinstance(page, dict) else None
-            if not isinstance(url, str):
-                return None
-            marker = CAMPAIGN_PARAMETERS[key] + "="
-            for start in range(len(url)):
-                if url[start] in "?&" and url.startswith(marker, start + 1):
-                    raw = url[start + 1 + len(marker) :]
-                    for stop, character in enumerate(raw):
-                        if character in "&#":
-                            raw = raw[:stop]
-                            break
-                    return unquote(raw) or None
+            urls = (
+                page.get("url") if isinstance(page, dict) else None,
+                event.properties.get("url"),
+            )
+            for url in urls:
+                found = ReferenceFunnel.url_parameter(url, CAMPAIGN_PARAMETERS[key])
+                if found:
+                    return found
             return None
         if event.event != "Experiment Viewed":
             return None
@@ -346,12 +345,26 @@ class ReferenceFunnel:
         )
         if key not in ids:
             return None
-        variation = json_text(event.properties.get("variation_id"))
-        return (
-            variation
-            if variation is not None
-            else json_text(event.properties.get("variation_name"))
-        )
+        variation = json_text(event.properties.get("variation_name"))
+        if variation is not None:
+            return variation
+        return json_text(event.properties.get("variation_id"))
+
+    @staticmethod
+    def url_parameter(url: Any, name: str) -> str | None:
+        """Return the first ``name=`` query parameter of ``url``, percent-decoded."""
+        if not isinstance(url, str):
+            return None
+        marker = name + "="
+        for start in range(len(url)):
+            if url[start] in "?&" and url.startswith(marker, start + 1):
+                raw = url[start + 1 + len(marker) :]
+                for stop, character in enumerate(raw):
+                    if character in "&#":
+                        raw = raw[:stop]
+                        break
+                return unquote(raw) or None
+        return None
 
 
 # ---- aggregates ---------------------------------------------------------------------------

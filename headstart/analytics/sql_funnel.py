@@ -186,7 +186,8 @@ class FunnelSql:
         window = self.spec.window_us
         unit = ", ".join(self.unit_columns())
         if self.spec.entry == "first":
-            value = ", arg_min(v, k) AS v1" if self.carry_values else ""
+            # arg_min skips NULL values; arg_min_null keeps the entry event's missing value.
+            value = ", arg_min_null(v, k) AS v1" if self.carry_values else ""
             chosen = f"SELECT {unit}, min(k) AS k1{value} FROM ({source}) GROUP BY {unit}"
         else:
             value = ", v AS v1" if self.carry_values else ""
@@ -214,7 +215,7 @@ class FunnelSql:
             group = ["a.k1"]
             carried = [f"any_value(a.{name}) AS {name}" for name in self.unit_columns()]
         carried.append("any_value(a.deadline) AS deadline")
-        value = f", arg_min(e.v, e.k) AS v{step}" if self.carry_values else ""
+        value = f", arg_min_null(e.v, e.k) AS v{step}" if self.carry_values else ""
         return (
             f"SELECT {', '.join(group)}, {', '.join(carried)}, any_value({after}) AS prev,"
             f" min(e.k) AS k{step}{value}"
@@ -401,15 +402,20 @@ class FunnelSql:
         if breakdown.by == "campaign":
             parameter = CAMPAIGN_PARAMETERS[breakdown.key]
             field = sql_string(json_path(["campaign", breakdown.key]))
+            property_field = sql_string(json_path([parameter]))
             pattern = sql_string(f"[?&]{parameter}=([^&#]*)")
+            in_url = [
+                f"nullif(url_decode(regexp_extract({url}, {pattern}, 1)), '')"
+                for url in ("context ->> '$.page.url'", "properties ->> '$.url'")
+            ]
             value = (
-                f"coalesce(nullif(context ->> {field}, ''), nullif(url_decode(regexp_extract("
-                f"context ->> '$.page.url', {pattern}, 1)), ''))"
+                f"coalesce(nullif(context ->> {field}, ''), nullif(properties ->> {property_field},"
+                f" ''), {', '.join(in_url)})"
             )
             touch_filter = "TRUE"
         else:
             key = sql_string(breakdown.key)
-            value = "coalesce(properties ->> '$.variation_id', properties ->> '$.variation_name')"
+            value = "coalesce(properties ->> '$.variation_name', properties ->> '$.variation_id')"
             touch_filter = (
                 f"event = {sql_string(EXPERIMENT_EVENT)} AND (properties ->> '$.experiment_id'"
                 f" = {key} OR properties ->> '$.experiment_name' = {key})"

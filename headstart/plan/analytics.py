@@ -98,10 +98,10 @@ class Breakdown(_Strict):
     - ``trait``: the person's current trait ``key``;
     - ``segment``: member or not of the plan segment ``key``;
     - ``property``: the event property ``key`` on the step events;
-    - ``campaign``: ``context.campaign.<key>``, or else the matching ``utm_`` parameter of
-      ``context.page.url``;
-    - ``experiment``: the variation in ``Experiment Viewed`` events whose ``experiment_id``
-      or ``experiment_name`` is ``key``.
+    - ``campaign``: ``context.campaign.<key>``, or else the matching ``utm_`` property, or
+      the matching ``utm_`` parameter of ``context.page.url`` or ``properties.url``;
+    - ``experiment``: the variation (name, else id) in ``Experiment Viewed`` events whose
+      ``experiment_id`` or ``experiment_name`` is ``key``.
 
     ``attribution`` applies to the last three, whose value can change over time.
     """
