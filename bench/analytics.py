@@ -18,6 +18,13 @@ Steps:
 
 Results are printed and written to ``bench/out/analytics.json``. To add an analysis, append
 an ``Analysis`` to ``ANALYSES``.
+
+    python -m bench.analytics --sync 200000
+
+measures ``Warehouse.sync`` instead: it logs and processes that many synthetic events
+(``bench.workload``) in ``bench/out/sync-data``, then times a full sync into an empty
+warehouse, an incremental sync of 1% more events, and a sync with nothing new (the cost every
+analytics request pays). Results go to ``bench/out/analytics-sync.json``.
 """
 
 from __future__ import annotations
@@ -321,6 +328,72 @@ ANALYSES = [
 ]
 
 
+# ---- sync -------------------------------------------------------------------------------------
+
+
+def sync_benchmark(count: int) -> dict[str, Any]:
+    """Time full, incremental and empty syncs of ``count`` processed synthetic events."""
+    import shutil
+
+    from bench.workload import PLAN, messages
+    from headstart.analytics.warehouse import Warehouse
+    from headstart.datadir import DataDir
+    from headstart.ingest.normalize import IngestContext, normalize
+    from headstart.log.sqlite_log import SQLiteEventLog
+    from headstart.plan.load import parse_plan
+    from headstart.processor.processor import Processor
+    from headstart.state.store import StateStore
+
+    root = OUT / "sync-data"
+    shutil.rmtree(root, ignore_errors=True)
+    directory = DataDir.create(root)
+    log = SQLiteEventLog(directory.log_path)
+    store = StateStore(directory.state_path)
+    processor = Processor(log, store, parse_plan(PLAN))
+    extra = max(count // 100, 1)
+    stream = messages(count + extra, start_us=START_US)
+    context = IngestContext(source_id="bench", received_at=START_US + 400 * DAY_US, historical=True)
+
+    def log_and_process(how_many: int) -> None:
+        batch = []
+        for _ in range(how_many):
+            batch.append(normalize(next(stream), None, context))
+            if len(batch) == 5000:
+                log.append(batch)
+                batch = []
+        if batch:
+            log.append(batch)
+        processor.catch_up()
+
+    log_and_process(count)
+    warehouse = Warehouse.open(directory)
+    started = time.perf_counter()
+    full = warehouse.sync()
+    full_s = time.perf_counter() - started
+    log_and_process(extra)
+    started = time.perf_counter()
+    incremental = warehouse.sync()
+    incremental_s = time.perf_counter() - started
+    empty = []
+    for _ in range(5):
+        started = time.perf_counter()
+        warehouse.sync()
+        empty.append(time.perf_counter() - started)
+    warehouse.close()
+    log.close()
+    store.close()
+    return {
+        "events": count,
+        "full_sync_s": full_s,
+        "full_sync_events": full.events,
+        "full_sync_persons": full.persons,
+        "incremental_sync_s": incremental_s,
+        "incremental_events": incremental.events,
+        "incremental_persons": incremental.persons,
+        "empty_sync_ms": statistics.median(empty) * 1000,
+    }
+
+
 # ---- running ----------------------------------------------------------------------------------
 
 
@@ -387,12 +460,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3, help="Timed runs per query.")
     parser.add_argument("--regenerate", action="store_true", help="Rebuild the warehouse file.")
+    parser.add_argument(
+        "--sync", type=int, metavar="EVENTS", help="Measure Warehouse.sync on this many events."
+    )
     parser.add_argument("--only", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.only is not None:
         print(json.dumps(run_one(args.db, args.only, args.repeat)))
+        return
+    if args.sync is not None:
+        OUT.mkdir(exist_ok=True)
+        report = {"command": " ".join(["python -m bench.analytics", *sys.argv[1:]])}
+        report.update(machine=machine(), **sync_benchmark(args.sync))
+        print(json.dumps(report, indent=2))
+        (OUT / "analytics-sync.json").write_text(json.dumps(report, indent=2) + "\n")
         return
 
     OUT.mkdir(exist_ok=True)
