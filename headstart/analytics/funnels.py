@@ -43,6 +43,20 @@ TIME_BUCKETS: tuple[tuple[float, float, str], ...] = (
     (30 * 86_400, math.inf, ">= 30d"),
 )
 
+# The columns of ``FunnelResult.steps``, in order.
+STEP_COLUMNS = [
+    "step",
+    "label",
+    "event",
+    "units",
+    "conversion",
+    "from_previous",
+    "dropped",
+    "in_progress",
+    "median_s_from_previous",
+    "median_s_from_entry",
+]
+
 Source = Warehouse | duckdb.DuckDBPyConnection
 PersonStatus = Literal["reached", "dropped"]
 
@@ -236,11 +250,7 @@ def _aggregate(
     listed = None
     if persons is not None:
         listed = cursor.execute(_persons_sql(table, sql, as_of, persons)).df()
-    codes = []
-    if entered - excluded == 0:
-        codes.append("NO_DATA")
-    elif entered - excluded < MIN_SAMPLE:
-        codes.append("LOW_SAMPLE")
+    codes = _sample_codes(entered - excluded)
     return FunnelResult(spec, as_of, entered, excluded, steps, times, breakdown, listed, codes)
 
 
@@ -253,36 +263,53 @@ def _summarize(conn: duckdb.DuckDBPyConnection, sql: FunnelSql, as_of: int) -> F
         found = cursor.execute(sql.summary_sql(as_of, edges)).df()
     finally:
         cursor.close()
+
     by_step = {int(row["step"]): row for row in found.to_dict(orient="records")}
     rows = []
     histogram = []
     for step in range(1, len(spec.steps) + 1):
+        rows.append(_summary_row(by_step, step))
         row = by_step.get(step)
-        previous_open = by_step.get(step - 1, {}).get("open", 0) if step > 1 else 0
-        open_now = row["open"] if row is not None else 0
-        rows.append(
-            {
-                "step": step,
-                "units": row["units"] if row is not None else 0,
-                "median_previous_us": row["median_previous_us"] if row is not None else None,
-                "median_entry_us": row["median_entry_us"] if row is not None else None,
-                "in_progress": int(previous_open) - int(open_now) if step > 1 else 0,
-            }
-        )
         if step > 1 and row is not None:
             histogram += [
                 {"step": step, "bucket": index, "units": int(row[f"bucket{index}"])}
                 for index in range(len(TIME_BUCKETS))
             ]
+
     steps = _step_frame(spec, pd.DataFrame(rows))
     times = _times_frame(spec, pd.DataFrame(histogram, columns=["step", "bucket", "units"]))
     entered = int(steps["units"].iloc[0])
-    codes = []
-    if entered == 0:
-        codes.append("NO_DATA")
-    elif entered < MIN_SAMPLE:
-        codes.append("LOW_SAMPLE")
-    return FunnelResult(spec, as_of, entered, 0, steps, times, None, None, codes)
+    return FunnelResult(spec, as_of, entered, 0, steps, times, None, None, _sample_codes(entered))
+
+
+def _summary_row(by_step: dict[int, dict[str, Any]], step: int) -> dict[str, Any]:
+    """Turn one row of ``summary_sql`` into the stats ``_step_frame`` expects."""
+    row = by_step.get(step)
+    # Units still inside their window that reached the previous step but not this one.
+    previous_open = int(by_step[step - 1]["open"]) if step > 1 and step - 1 in by_step else 0
+    if row is None:
+        return {
+            "step": step,
+            "units": 0,
+            "median_previous_us": None,
+            "median_entry_us": None,
+            "in_progress": previous_open,
+        }
+    return {
+        "step": step,
+        "units": row["units"],
+        "median_previous_us": row["median_previous_us"],
+        "median_entry_us": row["median_entry_us"],
+        "in_progress": previous_open - int(row["open"]),
+    }
+
+
+def _sample_codes(units: int) -> list[str]:
+    if units == 0:
+        return ["NO_DATA"]
+    if units < MIN_SAMPLE:
+        return ["LOW_SAMPLE"]
+    return []
 
 
 def _value_at(sql: FunnelSql, step: str, prefix: str = "") -> str:
@@ -396,6 +423,8 @@ def _step_frame(spec: FunnelSpec, stats: pd.DataFrame) -> pd.DataFrame:
     frame = _labels(spec).merge(stats, on="step", how="left")
     frame["units"] = frame["units"].fillna(0).astype(int)
     frame["in_progress"] = frame["in_progress"].fillna(0).astype(int)
+    frame.loc[0, "in_progress"] = 0
+
     first = int(frame["units"].iloc[0])
     previous = frame["units"].shift(1)
     frame["conversion"] = [_ratio(units, first) for units in frame["units"]]
@@ -408,23 +437,10 @@ def _step_frame(spec: FunnelSpec, stats: pd.DataFrame) -> pd.DataFrame:
         for index, units in enumerate(frame["units"])
     ]
     frame["dropped"] = pd.array(dropped, dtype="Int64")
+
     frame["median_s_from_previous"] = [_seconds(value) for value in frame["median_previous_us"]]
     frame["median_s_from_entry"] = [_seconds(value) for value in frame["median_entry_us"]]
-    frame.loc[0, "in_progress"] = 0
-    return frame[
-        [
-            "step",
-            "label",
-            "event",
-            "units",
-            "conversion",
-            "from_previous",
-            "dropped",
-            "in_progress",
-            "median_s_from_previous",
-            "median_s_from_entry",
-        ]
-    ]
+    return frame[STEP_COLUMNS]
 
 
 def _ratio(part: int, whole: int) -> float | None:

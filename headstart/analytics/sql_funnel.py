@@ -9,8 +9,9 @@ unique, one event can reach at most one step of an attempt. The event time comes
 ``key >> 63`` minus the offset: a shift, because HUGEINT division is far slower.
 
 Ordered mode matches greedily: step k is the earliest step-k event after step k-1's event and
-within the window. The earliest choice never loses a later step, so greedy matching finds the
-deepest step any choice of events could reach.
+within the window. The earliest choice never loses a later step (any event that could follow a
+later step-k event also follows the earliest one, and the window is fixed by the entry), so
+greedy matching finds the deepest step any choice of events could reach.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class FunnelSql:
     def summary_sql(self, as_of: int, bucket_edges_us: Sequence[int]) -> str:
         """Return per-step units, median gaps, open windows and gap buckets in one query.
 
-        For ``summarizable`` specs only. Each step's CTE holds exactly the units that reached
+        For ``summarizable`` specs only. Each step's CTE contains exactly the units that reached
         it, so the aggregates come straight from the chain, without a per-unit table: this is
         the path a funnel without persons, exclusions or breakdown takes. Units whose window is
         still open at ``as_of`` are counted per step as ``open``; those that stopped before a
@@ -368,32 +369,30 @@ class FunnelSql:
                 f"LEFT JOIN ({first}) ft ON ft.person_id = best.person_id",
                 [f"coalesce(ft.touch, {none}) AS b"],
             )
+
+        # Touches up to the event that reached the unit's deepest step.
+        deepest = " ".join(f"WHEN {step} THEN u.rk{step}" for step in range(1, self.steps + 1))
+        joined = (
+            f"FROM best u JOIN ({touches}) t"
+            f" ON t.person_id = u.person_id AND t.k <= CASE u.depth {deepest} END GROUP BY u.k1"
+        )
         if breakdown.attributed_by == "last_touch":
-            deepest = " ".join(f"WHEN {step} THEN u.rk{step}" for step in range(1, self.steps + 1))
-            last = (
-                f"SELECT u.k1, arg_max(t.v, t.k) AS touch FROM best u JOIN ({touches}) t"
-                f" ON t.person_id = u.person_id AND t.k <= CASE u.depth {deepest} END"
-                f" GROUP BY u.k1"
-            )
+            last = f"SELECT u.k1, arg_max(t.v, t.k) AS touch {joined}"
             return (
                 f"LEFT JOIN ({last}) lt ON lt.k1 = best.k1",
                 [f"coalesce(lt.touch, {none}) AS b"],
             )
+
         per_step = ", ".join(
             f"arg_max(t.v, t.k) FILTER (WHERE t.k <= u.rk{step}) AS touch{step}"
             for step in range(1, self.steps + 1)
-        )
-        deepest = " ".join(f"WHEN {step} THEN u.rk{step}" for step in range(1, self.steps + 1))
-        steps = (
-            f"SELECT u.k1, {per_step} FROM best u JOIN ({touches}) t"
-            f" ON t.person_id = u.person_id AND t.k <= CASE u.depth {deepest} END GROUP BY u.k1"
         )
         values = [
             f"CASE WHEN rk{step} IS NULL THEN NULL ELSE coalesce(st.touch{step}, {none}) END"
             f" AS b{step}"
             for step in range(1, self.steps + 1)
         ]
-        return f"LEFT JOIN ({steps}) st ON st.k1 = best.k1", values
+        return f"LEFT JOIN (SELECT u.k1, {per_step} {joined}) st ON st.k1 = best.k1", values
 
     def _touches(self) -> str:
         """Select (person_id, k, v) for every campaign or experiment touch of entered persons."""

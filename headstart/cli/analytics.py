@@ -1,8 +1,8 @@
 """``headstart funnel`` and ``headstart segments``.
 
 With a server running on the data directory, a command calls its REST API (``/api/funnels``,
-``/api/friction``, ``/api/segments``) with the admin key, because the server holds the
-warehouse file. Otherwise it catches up the processor, syncs ``analytics.duckdb`` and runs
+``/api/friction``, ``/api/segments``) with the admin key, because the server has the
+warehouse file open. Otherwise it catches up the processor, syncs ``analytics.duckdb`` and runs
 the analysis in this process. Both paths return the same JSON, which ``--json`` prints as is
 and the default view renders as tables.
 """
