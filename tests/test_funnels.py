@@ -21,8 +21,9 @@ from headstart.analytics.funnels import (
     run_funnel,
 )
 from headstart.analytics.warehouse import create_schema, load_events, load_persons
-from headstart.errors import InvalidInput, NotFound
+from headstart.errors import InvalidInput, NotFound, PlanError
 from headstart.plan.analytics import FunnelSpec, SegmentSpec
+from headstart.plan.load import parse_plan
 from tests.test_funnels_reference import (
     HOUR,
     Event,
@@ -614,3 +615,53 @@ def test_saved_spec_states_attribution() -> None:
     spec = spec_of("A", "B", breakdown={"by": "campaign", "key": "source"})
 
     assert spec.model_dump()["breakdown"]["attribution"] == "first_touch"
+
+
+def test_plan_rejects_unknown_references() -> None:
+    text = """\
+signup: {event: Signed Up}
+milestones:
+  - {name: created_project, event: Project Created}
+activation: {milestones: [created_project], within_days: 7}
+funnels:
+  - name: onboarding
+    steps: [{event: Signed Up}, {event: Project Created}]
+    breakdown: {by: segment, key: pros}
+segments:
+  - name: builders
+    conditions:
+      - {milestone: created}
+"""
+
+    with pytest.raises(PlanError) as raised:
+        parse_plan(text, "plan.yaml")
+
+    problems = [str(problem) for problem in raised.value.problems]
+    assert problems == [
+        "plan.yaml:8: funnels[0].breakdown.key: 'pros' is not a segment of this plan;"
+        " expected one of: builders",
+        "plan.yaml:12: segments[0].conditions[0].milestone: 'created' is not a milestone;"
+        " expected one of created_project",
+    ]
+
+
+def test_plan_loads_funnels_and_segments() -> None:
+    text = """\
+signup: {event: Signed Up}
+milestones:
+  - {name: created_project, event: Project Created}
+activation: {milestones: [created_project], within_days: 7}
+funnels:
+  - name: onboarding
+    steps: [{event: Signed Up}, {event: Project Created}]
+    breakdown: {by: segment, key: builders}
+segments:
+  - name: builders
+    conditions:
+      - {milestone: created_project}
+"""
+
+    plan = parse_plan(text, "plan.yaml")
+
+    assert [funnel.name for funnel in plan.funnels] == ["onboarding"]
+    assert [segment.name for segment in plan.segments] == ["builders"]

@@ -363,3 +363,38 @@ SavedFunnels = Annotated[
 SavedSegments = Annotated[
     list[SegmentSpec], AfterValidator(lambda segments: unique_names(segments, "segment"))
 ]
+
+
+Location = tuple[str | int, ...]
+
+
+def reference_problems(
+    funnels: list[FunnelSpec], segments: list[SegmentSpec], milestones: list[str]
+) -> list[tuple[Location, str]]:
+    """Return (location, message) for each segment or milestone these sections name but the
+    plan does not define."""
+    problems: list[tuple[Location, str]] = []
+    segment_names = [segment.name for segment in segments]
+    for index, funnel in enumerate(funnels):
+        breakdown = funnel.breakdown
+        if breakdown is None or breakdown.by != "segment" or breakdown.key in segment_names:
+            continue
+        known = ", ".join(segment_names) or "none is defined"
+        problems.append(
+            (
+                ("funnels", index, "breakdown", "key"),
+                f"{breakdown.key!r} is not a segment of this plan; expected one of: {known}",
+            )
+        )
+    for index, segment in enumerate(segments):
+        for position, condition in enumerate(segment.conditions):
+            if condition.milestone is None or condition.milestone in milestones:
+                continue
+            problems.append(
+                (
+                    ("segments", index, "conditions", position, "milestone"),
+                    f"{condition.milestone!r} is not a milestone; expected one of "
+                    f"{', '.join(milestones)}",
+                )
+            )
+    return problems

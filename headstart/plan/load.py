@@ -126,6 +126,13 @@ def _reference_problems(plan: Plan, filename: str, root: yaml.Node | None) -> li
         problems.append(
             PlanProblem(filename, _line(root, location), _field_name(location), message)
         )
+    # Imported here: headstart.plan.analytics imports the model, which imports it back.
+    from headstart.plan.analytics import reference_problems as analytics_reference_problems
+
+    for location, message in analytics_reference_problems(plan.funnels, plan.segments, names):
+        problems.append(
+            PlanProblem(filename, _line(root, location), _field_name(location), message)
+        )
     return problems
 
 
