@@ -54,6 +54,16 @@ def parse_duration(value: Any) -> int:
     return micros
 
 
+def format_duration(micros: int) -> str:
+    """Format microseconds in the largest whole unit of ``parse_duration``: ``2h``, ``90s``."""
+    seconds = micros // MICROS_PER_SECOND
+    for unit in ("w", "d", "h", "m"):
+        size = _UNITS[unit]
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def _check_local_time(value: Any) -> str:
     if not isinstance(value, str) or _LOCAL_TIME.match(value) is None:
         raise ValueError(f"expected a local time of day as HH:MM, e.g. 09:00; got {value!r}")

@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from headstart.plan.model import Plan
-from headstart.plan.triggers import Triggers, local_time_parts
+from headstart.plan.triggers import Triggers, format_duration, local_time_parts
 from headstart.profiles.person import Person
 from headstart.timeutil import to_iso
 from headstart.triggers.conditions import Facts
@@ -147,7 +147,7 @@ class Journey:
     ) -> None:
         spec = step.step
         if spec.wait is not None:
-            due, what = t + spec.wait, f"wait {_duration(spec.wait)}"
+            due, what = t + spec.wait, f"wait {format_duration(spec.wait)}"
         elif spec.wait_until is not None:
             zone = self.zone(person, enrollment.context)
             due = next_local_time(t, time(*local_time_parts(spec.wait_until)), zone)
@@ -155,7 +155,7 @@ class Journey:
         else:
             assert spec.timeout is not None and step.wait_for is not None
             due = t + spec.timeout
-            what = f"wait for {step.wait_for.event} or {_duration(spec.timeout)}"
+            what = f"wait for {step.wait_for.event} or {format_duration(spec.timeout)}"
         kind = "wait_for" if step.kind == "wait_for" else "wait"
         self.tables.set_step(enrollment, step.id)
         self.tables.add_timer(due, kind, enrollment.person_id, enrollment, step.id)
@@ -432,11 +432,3 @@ def _default_webhook_data(
         "onboarding": context["onboarding"],
         "key": enrollment.key,
     }
-
-
-def _duration(micros: int) -> str:
-    seconds = micros // 1_000_000
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from headstart.plan.triggers import Cap, Triggers, local_time_parts
+from headstart.plan.triggers import Cap, Triggers, format_duration, local_time_parts
 from headstart.timeutil import to_iso
 from headstart.triggers.localtime import local_day_bounds, quiet_until, to_local
 from headstart.triggers.tables import Decision, Enrollment, InAppSlot, TriggerTables
@@ -171,7 +171,7 @@ class Outbox:
                 count = self.tables.count_sends(
                     intent.person_id, channel, at - cap.per, at + cap.per
                 )
-                window = f"{_duration_text(cap.per)} window around {to_iso(at)}"
+                window = f"{format_duration(cap.per)} window around {to_iso(at)}"
             if count >= cap.max:
                 return (
                     f"frequency cap reached: {count} {_cap_scope(cap)} sends in the {window}"
@@ -278,11 +278,3 @@ def _slot_fields(slot: InAppSlot) -> dict[str, Any]:
 
 def _cap_scope(cap: Cap) -> str:
     return "messages (all channels)" if cap.channel == "*" else f"{cap.channel}"
-
-
-def _duration_text(micros: int) -> str:
-    seconds = micros // 1_000_000
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
