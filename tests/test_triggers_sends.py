@@ -472,3 +472,21 @@ def test_emit_and_set_trait_go_through_the_log(tmp_path: Path) -> None:
     w.restart()
     w.process()
     assert w.log.head() == head  # nothing appended twice
+
+
+def test_in_app_expired_slot_frees_on_next_send(tmp_path: Path) -> None:
+    rules = """\
+    - name: card
+      entry: {event: Ping}
+      reentry: after_exit
+      steps:
+        - {send: in_app, template: card}
+"""
+    w = world(tmp_path, "  in_app: {expire_after: 1d}\n", rules)
+    w.send(person("u1", START - 1), track("Ping", user="u1", at=START))
+    assert w.timers() == []  # nothing waits, so no expiry timer is armed
+    w.advance(START + DAY + HOUR)
+    w.send(track("Ping", user="u1", at=START + DAY + HOUR))
+    assert [row.not_before for row in w.outbox()] == [START, START + DAY + HOUR]
+    assert w.kinds().count("in_app_closed") == 1
+    assert w.kinds().count("queued") == 0

@@ -171,7 +171,11 @@ CREATE TABLE IF NOT EXISTS inapp_slots (
     payload TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     opened_at INTEGER,
-    closed_at INTEGER
+    closed_at INTEGER,
+    -- when an open message stops holding the slot
+    expires_at INTEGER,
+    -- the in_app_expiry timer, armed only while another message waits in the queue
+    timer_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS inapp_slots_person ON inapp_slots (person_id, status);
 -- Every trigger decision with its reason, for the person timeline.

@@ -347,6 +347,7 @@ class TriggerEngine:
         self.outbox.discard()
         self.tables.drop_decisions()
         self.journey.scheduled.clear()
+        self.outbox.scheduled.clear()
         self._next_due = self.tables.next_due()
 
     # ---- reacting to one event ----------------------------------------------------------
@@ -834,13 +835,13 @@ class TriggerEngine:
             self.journey.end(enrollment, "exited", Moment(now, None), reason)
 
     def _note_scheduled(self) -> None:
-        scheduled = self.journey.scheduled
-        if not scheduled:
-            return
-        earliest = min(scheduled)
-        scheduled.clear()
-        if self._next_due is None or earliest < self._next_due:
-            self._next_due = earliest
+        for scheduled in (self.journey.scheduled, self.outbox.scheduled):
+            if not scheduled:
+                continue
+            earliest = min(scheduled)
+            scheduled.clear()
+            if self._next_due is None or earliest < self._next_due:
+                self._next_due = earliest
 
     # ---- failure isolation --------------------------------------------------------------
 

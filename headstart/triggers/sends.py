@@ -60,6 +60,8 @@ class Outbox:
     tables: TriggerTables
     settings: Triggers
     candidates: list[SendIntent] = field(default_factory=list)
+    # due times of the timers this object added, for the engine's next-due bookkeeping
+    scheduled: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         quiet = self.settings.quiet_hours
@@ -182,6 +184,20 @@ class Outbox:
     # ---- the in-app slot ----------------------------------------------------------------
 
     def _place_in_app(self, intent: SendIntent, at: int, now: int, note: str) -> None:
+        current = None if self._fresh(intent) else self.tables.open_slot(intent.person_id)
+        if current is not None and current.idempotency_key == intent.key:
+            self._decide(intent, now, "duplicate", f"already enqueued under key {intent.key}")
+            return
+        if current is not None and current.expires_at is not None and current.expires_at <= now:
+            # Its expiry timer is armed only while a message waits, so it may not have fired.
+            self.close_in_app(current, now, "in-app message expired", intent.seq)
+            current = self.tables.open_slot(intent.person_id)
+        self._placed.add(intent.person_id)
+        payload = orjson.dumps(intent.payload).decode()
+        if current is not None:
+            self._queue_in_app(intent, current, payload, now)
+            return
+        expires = at + self.settings.in_app.expire_after
         slot = InAppSlot(
             idempotency_key=intent.key,
             person_id=intent.person_id,
@@ -190,34 +206,36 @@ class Outbox:
             rule=intent.rule,
             step=intent.step,
             channel=intent.channel,
-            payload=orjson.dumps(intent.payload).decode(),
+            payload=payload,
+            created_at=now,
+            expires_at=expires,
+        )
+        self.tables.put_slot(slot, at)
+        self._enqueue(intent, {**intent.payload, "expires_at": to_iso(expires)}, at, now, note)
+
+    def _queue_in_app(self, intent: SendIntent, current: InAppSlot, payload: str, now: int) -> None:
+        queued = InAppSlot(
+            idempotency_key=intent.key,
+            person_id=intent.person_id,
+            status="queued",
+            priority=intent.priority,
+            rule=intent.rule,
+            step=intent.step,
+            channel=intent.channel,
+            payload=payload,
             created_at=now,
         )
-        current = None if self._fresh(intent) else self.tables.open_slot(intent.person_id)
-        if current is not None and current.idempotency_key == intent.key:
-            self._decide(intent, now, "duplicate", f"already enqueued under key {intent.key}")
+        if not self.tables.put_slot(queued, now):
             return
-        if current is not None:
-            queued = InAppSlot(**{**_slot_fields(slot), "status": "queued"})
-            self._placed.add(intent.person_id)
-            if self.tables.put_slot(queued, now):
-                reason = f"in-app message queued behind the open one from rule {current.rule}"
-                self._decide(intent, now, "queued", reason)
-            return
-        self.tables.put_slot(slot, at)
-        self._open_in_app(intent, intent.payload, at, now, note)
-
-    def _open_in_app(
-        self, intent: SendIntent, payload: dict[str, Any], at: int, now: int, note: str
-    ) -> None:
-        expires = at + self.settings.in_app.expire_after
-        self.tables.add_timer(expires, "in_app_expiry", intent.person_id, ref=intent.key)
-        self._enqueue(intent, {**payload, "expires_at": to_iso(expires)}, at, now, note)
+        if current.timer_id is None:
+            self.scheduled.append(self.tables.arm_expiry(current))
+        reason = f"in-app message queued behind the open one from rule {current.rule}"
+        self._decide(intent, now, "queued", reason)
 
     def close_in_app(self, slot: InAppSlot, now: int, reason: str, seq: int | None) -> None:
         """Close the open in-app message ``slot`` and release the next queued one, if any."""
         person_id = slot.person_id
-        self.tables.set_slot(slot.idempotency_key, "closed", now)
+        self.tables.close_slot(slot, now)
         detail = {"idempotency_key": slot.idempotency_key}
         self.tables.decide(
             Decision(
@@ -227,7 +245,10 @@ class Outbox:
         queued = self.tables.next_queued(person_id)
         if queued is None:
             return
-        self.tables.set_slot(queued.idempotency_key, "open", now)
+        expires = now + self.settings.in_app.expire_after
+        opened = self.tables.open_queued_slot(queued, now, expires)
+        if self.tables.next_queued(person_id) is not None:
+            self.scheduled.append(self.tables.arm_expiry(opened))
         intent = SendIntent(
             key=queued.idempotency_key,
             person_id=person_id,
@@ -243,7 +264,8 @@ class Outbox:
             enrollment=None,
             seq=seq,
         )
-        self._open_in_app(intent, intent.payload, now, now, "; released from the in-app queue")
+        payload = {**intent.payload, "expires_at": to_iso(expires)}
+        self._enqueue(intent, payload, now, now, "; released from the in-app queue")
 
     def _fresh(self, intent: SendIntent) -> bool:
         """True when the person can have no sends yet, so caps and the in-app slot need no read."""
@@ -270,10 +292,6 @@ class Outbox:
                 detail=detail,
             )
         )
-
-
-def _slot_fields(slot: InAppSlot) -> dict[str, Any]:
-    return {name: getattr(slot, name) for name in InAppSlot.__slots__}
 
 
 def _cap_scope(cap: Cap) -> str:

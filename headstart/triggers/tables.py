@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -98,6 +98,8 @@ class InAppSlot:
     channel: str
     payload: str
     created_at: int
+    expires_at: int | None = None
+    timer_id: int | None = None
 
 
 class TriggerTables:
@@ -397,7 +399,7 @@ class TriggerTables:
         """Insert a queued or open slot; return False when the key is known already."""
         cursor = self.conn.execute(
             f"INSERT OR IGNORE INTO inapp_slots ({_SLOT_COLUMNS}, opened_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 slot.idempotency_key,
                 slot.person_id,
@@ -408,19 +410,40 @@ class TriggerTables:
                 slot.channel,
                 slot.payload,
                 slot.created_at,
+                slot.expires_at,
+                None,
                 at if slot.status == "open" else None,
             ),
         )
         return cursor.rowcount > 0
 
-    def set_slot(self, key: str, status: str, at: int) -> None:
-        column = "opened_at" if status == "open" else "closed_at"
+    def open_queued_slot(self, slot: InAppSlot, at: int, expires_at: int) -> InAppSlot:
         self.conn.execute(
-            f"UPDATE inapp_slots SET status = ?, {column} = ? WHERE idempotency_key = ?",
-            (status, at, key),
+            "UPDATE inapp_slots SET status = 'open', opened_at = ?, expires_at = ?"
+            " WHERE idempotency_key = ?",
+            (at, expires_at, slot.idempotency_key),
         )
-        if status == "closed":
-            self.conn.execute("DELETE FROM timers WHERE kind = 'in_app_expiry' AND ref = ?", (key,))
+        return replace(slot, status="open", expires_at=expires_at)
+
+    def close_slot(self, slot: InAppSlot, at: int) -> None:
+        self.conn.execute(
+            "UPDATE inapp_slots SET status = 'closed', closed_at = ? WHERE idempotency_key = ?",
+            (at, slot.idempotency_key),
+        )
+        if slot.timer_id is not None:
+            self.delete_timer(slot.timer_id)
+
+    def arm_expiry(self, slot: InAppSlot) -> int:
+        """Add the timer that closes the open slot when it expires; return its due time."""
+        assert slot.expires_at is not None
+        timer_id = self.add_timer(
+            slot.expires_at, "in_app_expiry", slot.person_id, ref=slot.idempotency_key
+        )
+        self.conn.execute(
+            "UPDATE inapp_slots SET timer_id = ? WHERE idempotency_key = ?",
+            (timer_id, slot.idempotency_key),
+        )
+        return slot.expires_at
 
     # ---- emitted events -----------------------------------------------------------------
 
@@ -466,7 +489,8 @@ def _decision_row(decision: Decision) -> tuple[Any, ...]:
 
 
 _SLOT_COLUMNS = (
-    "idempotency_key, person_id, status, priority, rule, step, channel, payload, created_at"
+    "idempotency_key, person_id, status, priority, rule, step, channel, payload, created_at,"
+    " expires_at, timer_id"
 )
 
 
