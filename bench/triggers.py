@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import socket
 import sqlite3
@@ -53,6 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Triggers and delivery"
+RETURNING_USERS = 5000
+PRODUCT_EVENTS = ("Page Viewed", "Button Clicked", "Report Viewed", "Settings Updated")
 
 
 def build_plan(rules: int, wait_s: float) -> str:
@@ -180,13 +183,30 @@ class Sender(threading.Thread):
 
 
 def build_batches(
-    rate: int, seconds: float, rules: int, batch_size: int, timers: int
+    rate: int,
+    seconds: float,
+    rules: int,
+    batch_size: int,
+    timers: int,
+    trigger_share: float = 1.0,
 ) -> list[list[dict[str, Any]]]:
+    """Return the batches to send: ``trigger_share`` of the events enter a rule.
+
+    The other events are product events of a pool of returning users that no rule reacts
+    to, as most of a real stream is.
+    """
+    rng = random.Random(7)
     total = int(rate * seconds)
     events = []
+    triggering = 0
     for index in range(total):
-        name = f"Bench {index % rules}"
-        events.append(_event(f"e{index}", name, f"bench-user-{index}"))
+        if rng.random() < trigger_share:
+            name = f"Bench {triggering % rules}"
+            triggering += 1
+            events.append(_event(f"e{index}", name, f"bench-user-{index}"))
+        else:
+            user = f"returning-user-{rng.randrange(RETURNING_USERS)}"
+            events.append(_event(f"p{index}", rng.choice(PRODUCT_EVENTS), user))
     spacing = max(1, total // max(timers, 1))
     for index in range(timers):
         events.insert(index * spacing, _event(f"t{index}", "Bench Timer", f"timer-user-{index}"))
@@ -234,8 +254,14 @@ def percentile(values: list[float], share: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="headstart-bench-triggers-"))
     wait_us = int(args.wait_s * MICROS_PER_SECOND)
-    batches = build_batches(args.rate, args.seconds, args.rules, args.batch, args.timers)
+    batches = build_batches(
+        args.rate, args.seconds, args.rules, args.batch, args.timers, args.trigger_share
+    )
     expected = sum(len(batch) for batch in batches)
+    # Every event of a "Bench ..." rule (and every timer event) sends exactly one message.
+    expected_sends = sum(
+        1 for batch in batches for event in batch if event["event"].startswith("Bench")
+    )
     server = Server(workdir / "data", build_plan(args.rules, args.wait_s))
     try:
         sender = Sender(server.url, server.write_key, batches, args.batch / args.rate)
@@ -248,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows = read_outbox(server.data.state_path)
         while time.monotonic() < deadline:
             rows = read_outbox(server.data.state_path)
-            if sum(1 for row in rows if row[0] == "sent") >= expected:
+            if sum(1 for row in rows if row[0] == "sent") >= expected_sends:
                 break
             time.sleep(0.5)
         due = timer_due(server.data.state_path, wait_us)
@@ -285,7 +311,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "http_errors": sender.errors,
         "ingest_events_per_s": round(len(sender.acked) / ingest_s) if ingest_s else None,
         "sent": len(sent_times),
-        "missing": expected - len(sent_times),
+        "trigger_share": args.trigger_share,
+        "expected_sends": expected_sends,
+        "missing": expected_sends - len(sent_times),
         "sends_per_s": round(len(sent_times) / span_s) if span_s else None,
     }
     if latencies_ms:
@@ -343,7 +371,8 @@ def record(result: dict[str, Any], command: str) -> None:
     entry = (
         f"- `{command}` on {machine()}, {time.strftime('%Y-%m-%d')}: "
         f"{result['events']} events at a target of {result['target_rate']}/s "
-        f"({result['ingest_events_per_s']}/s accepted) with {result['rules']} rules; "
+        f"({result['ingest_events_per_s']}/s accepted) with {result['rules']} rules, "
+        f"{result['trigger_share']:.0%} of events entering a rule; "
         f"event to in-app delivery p50 {latency.get('p50')} ms, p99 {latency.get('p99')} ms, "
         f"max {latency.get('max')} ms (p50 until the outbox row {enqueue.get('p50')} ms, "
         f"then in the dispatcher {dispatch.get('p50')} ms); {result['sends_per_s']} sends/s; "
@@ -372,6 +401,12 @@ def main() -> None:
     parser.add_argument("--wait-s", type=float, default=3.0, help="The timer rule's wait.")
     parser.add_argument(
         "--drain-s", type=float, default=120.0, help="Seconds to wait for the last sends."
+    )
+    parser.add_argument(
+        "--trigger-share",
+        type=float,
+        default=1.0,
+        help="Share of events (0 to 1) that enter a rule; the rest are other product events.",
     )
     parser.add_argument("--record", action="store_true", help="Append to docs/benchmarks.md.")
     args = parser.parse_args()
