@@ -565,7 +565,7 @@ def render_funnel(out: Console, result: dict[str, Any]) -> None:
         step.get("label") or step["event"] for step in spec["steps"]
     )
     out.print(
-        f"[bold]funnel[/] {title}: {spec['order']} order, window {spec['window']} from the entry,"
+        f"[bold]funnel[/] {title}: order {spec['order']}, window {spec['window']} from the entry,"
         f" entry {spec['entry']}, counting {result['unit']}, as of {result['as_of']}"
     )
     out.print(f"{result['entered']} entered, {result['excluded']} excluded by exclusion steps")
