@@ -250,3 +250,11 @@ class ParamReader:
                 ) from None
             parsed.append((lo, hi))
         return tuple(parsed)
+
+
+def listing(items: list[str], shown: int = 10) -> str:
+    """Join the first ``shown`` items, and say how many more there are."""
+    text = ", ".join(items[:shown])
+    if len(items) > shown:
+        text += f" and {len(items) - shown} more"
+    return text

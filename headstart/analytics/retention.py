@@ -53,6 +53,7 @@ from headstart.analytics.lifecycle_base import (
     Source,
     check_zone,
     cursor_for,
+    listing,
     local_date_sql,
     notices_dict,
     records,
@@ -522,7 +523,7 @@ def _notices(cells: pd.DataFrame) -> list[Notice]:
             Notice(
                 LOW_SAMPLE,
                 f"{len(small)} cohorts have fewer than {LOW_SAMPLE_ENTRIES} entries: "
-                + ", ".join(f"{row.cohort} ({row.entries})" for row in small.itertuples()),
+                + listing([f"{row.cohort} ({row.entries})" for row in small.itertuples()]),
             )
         )
     return notices

@@ -45,6 +45,7 @@ from headstart.analytics.lifecycle_base import (
     Source,
     cursor_for,
     finite_or_none,
+    listing,
     notices_dict,
     records,
     resolve_as_of,
@@ -475,6 +476,6 @@ def _notices(summary: pd.DataFrame) -> list[Notice]:
         Notice(
             LOW_SAMPLE,
             f"{len(small)} groups have fewer than {LOW_SAMPLE_SIGNUPS} sign-ups: "
-            + ", ".join(f"{row.group} ({row.signups})" for row in small.itertuples()),
+            + listing([f"{row.group} ({row.signups})" for row in small.itertuples()]),
         )
     ]
