@@ -495,36 +495,8 @@ _SLOT_COLUMNS = (
 
 
 def _enrollment(row: tuple[Any, ...]) -> Enrollment:
-    (
-        enrollment_id,
-        rule,
-        person_id,
-        key,
-        occurrence,
-        status,
-        step,
-        version,
-        started_at,
-        entered_at,
-        context,
-        timer_id,
-        due,
-    ) = row
-    return Enrollment(
-        enrollment_id,
-        rule,
-        person_id,
-        key,
-        occurrence,
-        status,
-        step,
-        version,
-        started_at,
-        entered_at,
-        context,
-        timer_id,
-        due,
-    )
+    """Build an enrollment from a row selected with ``_ENROLLMENT_COLUMNS`` (same order)."""
+    return Enrollment(*row)
 
 
 def move_person_triggers(conn: sqlite3.Connection, from_person: str, to_person: str) -> None:
