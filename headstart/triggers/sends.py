@@ -198,34 +198,11 @@ class Outbox:
             self._queue_in_app(intent, current, payload, now)
             return
         expires = at + self.settings.in_app.expire_after
-        slot = InAppSlot(
-            idempotency_key=intent.key,
-            person_id=intent.person_id,
-            status="open",
-            priority=intent.priority,
-            rule=intent.rule,
-            step=intent.step,
-            channel=intent.channel,
-            payload=payload,
-            created_at=now,
-            expires_at=expires,
-        )
-        self.tables.put_slot(slot, at)
+        self.tables.put_slot(_slot(intent, "open", payload, now, expires), at)
         self._enqueue(intent, {**intent.payload, "expires_at": to_iso(expires)}, at, now, note)
 
     def _queue_in_app(self, intent: SendIntent, current: InAppSlot, payload: str, now: int) -> None:
-        queued = InAppSlot(
-            idempotency_key=intent.key,
-            person_id=intent.person_id,
-            status="queued",
-            priority=intent.priority,
-            rule=intent.rule,
-            step=intent.step,
-            channel=intent.channel,
-            payload=payload,
-            created_at=now,
-        )
-        if not self.tables.put_slot(queued, now):
+        if not self.tables.put_slot(_slot(intent, "queued", payload, now), now):
             return
         if current.timer_id is None:
             self.scheduled.append(self.tables.arm_expiry(current))
@@ -292,6 +269,24 @@ class Outbox:
                 detail=detail,
             )
         )
+
+
+def _slot(
+    intent: SendIntent, status: str, payload: str, now: int, expires_at: int | None = None
+) -> InAppSlot:
+    """Build the in-app slot row for ``intent``; ``payload`` is its JSON text."""
+    return InAppSlot(
+        idempotency_key=intent.key,
+        person_id=intent.person_id,
+        status=status,
+        priority=intent.priority,
+        rule=intent.rule,
+        step=intent.step,
+        channel=intent.channel,
+        payload=payload,
+        created_at=now,
+        expires_at=expires_at,
+    )
 
 
 def _cap_scope(cap: Cap) -> str:
