@@ -43,6 +43,22 @@ class Moment:
     new_person: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Action:
+    """An action step about to run for one enrollment, with its rendered template context."""
+
+    rule: CompiledRule
+    enrollment: Enrollment
+    step: CompiledStep
+    person: Person
+    context: dict[str, Any]
+    # the idempotency key rule:step:person_id:occurrence
+    key: str
+    # the journey time the step is reached at
+    t: int
+    moment: Moment
+
+
 class Journey:
     """Executes steps: waits become timers, actions become outbox rows, emits or traits."""
 
@@ -187,12 +203,13 @@ class Journey:
         try:
             names = self._variables(step)
             context = self.template_context(rule, enrollment, facts, names)
+            action = _Action(rule, enrollment, step, facts.person, context, key, t, moment)
             if step.kind in ("send", "webhook"):
-                self._send(rule, enrollment, step, facts.person, context, key, t, moment)
+                self._send(action)
             elif step.kind == "set_trait":
-                self._set_trait(rule, enrollment, step, facts.person, context, key, t, moment)
+                self._set_trait(action)
             else:
-                self._emit_event(rule, enrollment, step, facts.person, context, key, t, moment)
+                self._emit_event(action)
         except TemplateFailure as failure:
             self.decide(
                 moment,
@@ -204,17 +221,20 @@ class Journey:
                 step.id,
             )
 
-    def _send(
-        self,
-        rule: CompiledRule,
-        enrollment: Enrollment,
-        step: CompiledStep,
-        person: Person,
-        context: dict[str, Any],
-        key: str,
-        t: int,
-        moment: Moment,
-    ) -> None:
+    def _decide_action(self, action: _Action, kind: str, reason: str) -> None:
+        self.decide(
+            action.moment,
+            action.person.person_id,
+            action.rule.name,
+            kind,
+            reason,
+            action.enrollment,
+            action.step.id,
+        )
+
+    def _send(self, action: _Action) -> None:
+        rule, enrollment, step, person = action.rule, action.enrollment, action.step, action.person
+        context = action.context
         spec = step.step
         channel = spec.send or spec.channel or "webhook"
         rendered = (
@@ -224,10 +244,7 @@ class Journey:
         )
         recipient = self._recipient(channel, step, person, context)
         if recipient is None:
-            reason = self._missing_recipient(channel)
-            self.decide(
-                moment, person.person_id, rule.name, "suppressed", reason, enrollment, step.id
-            )
+            self._decide_action(action, "suppressed", self._missing_recipient(channel))
             return
         payload: dict[str, Any] = {
             **rendered.fields,
@@ -242,20 +259,20 @@ class Journey:
         }
         self.outbox.propose(
             SendIntent(
-                key=key,
+                key=action.key,
                 person_id=person.person_id,
                 rule=rule.name,
                 step=step.id,
                 channel=channel,
                 payload=payload,
-                at=t,
+                at=action.t,
                 zone=self.zone(person, enrollment.context),
                 priority=rule.priority,
                 quiet_hours=rule.rule.quiet_hours,
                 ignore_caps=rule.rule.ignore_caps,
                 enrollment=enrollment,
-                seq=moment.seq,
-                new_person=moment.new_person,
+                seq=action.moment.seq,
+                new_person=action.moment.new_person,
             )
         )
 
@@ -280,81 +297,46 @@ class Journey:
     def _missing_recipient(self, channel: str) -> str:
         return f"no recipient for channel {channel}: the person has no email trait; set one or give the step a 'to'"
 
-    def _set_trait(
-        self,
-        rule: CompiledRule,
-        enrollment: Enrollment,
-        step: CompiledStep,
-        person: Person,
-        context: dict[str, Any],
-        key: str,
-        t: int,
-        moment: Moment,
-    ) -> None:
-        spec = step.step
+    def _set_trait(self, action: _Action) -> None:
+        step, spec = action.step, action.step.step
         name = spec.set_trait or ""
-        value = self.templates.render_value(spec.value, context, f"step {step.id} value")
+        value = self.templates.render_value(spec.value, action.context, f"step {step.id} value")
         body = {"type": "identify", "traits": {name: value}}
-        if self._emit(rule, enrollment, step, person, body, key, t, moment):
+        if self._emit(action, body):
             reason = f"trait {name} set to {value!r} through an identify call"
-            self.decide(
-                moment, person.person_id, rule.name, "trait_set", reason, enrollment, step.id
-            )
+            self._decide_action(action, "trait_set", reason)
 
-    def _emit_event(
-        self,
-        rule: CompiledRule,
-        enrollment: Enrollment,
-        step: CompiledStep,
-        person: Person,
-        context: dict[str, Any],
-        key: str,
-        t: int,
-        moment: Moment,
-    ) -> None:
-        spec = step.step
+    def _emit_event(self, action: _Action) -> None:
+        step, spec = action.step, action.step.step
         properties = self.templates.render_value(
-            spec.properties, context, f"step {step.id} properties"
+            spec.properties, action.context, f"step {step.id} properties"
         )
         body = {"type": "track", "event": spec.emit, "properties": properties}
-        if self._emit(rule, enrollment, step, person, body, key, t, moment):
-            reason = f"event {spec.emit!r} emitted"
-            self.decide(
-                moment, person.person_id, rule.name, "event_emitted", reason, enrollment, step.id
-            )
+        if self._emit(action, body):
+            self._decide_action(action, "event_emitted", f"event {spec.emit!r} emitted")
 
-    def _emit(
-        self,
-        rule: CompiledRule,
-        enrollment: Enrollment,
-        step: CompiledStep,
-        person: Person,
-        body: dict[str, Any],
-        key: str,
-        t: int,
-        moment: Moment,
-    ) -> bool:
+    def _emit(self, action: _Action, body: dict[str, Any]) -> bool:
+        """Add ``body`` as an event to append to the log; return False when it has no person."""
+        person = action.person
         if person.user_id is not None:
             body["userId"] = person.user_id
         elif person.anonymous_ids:
             body["anonymousId"] = person.anonymous_ids[0]
         else:
             reason = "the person has no user id or anonymous id to emit an event for"
-            self.decide(
-                moment, person.person_id, rule.name, "suppressed", reason, enrollment, step.id
-            )
+            self._decide_action(action, "suppressed", reason)
             return False
-        message_id = emitted_message_id(key)
+        message_id = emitted_message_id(action.key)
         body["messageId"] = message_id
-        body["timestamp"] = to_iso(t)
+        body["timestamp"] = to_iso(action.t)
         body["context"] = {
             "headstart": {
-                "rule": rule.name,
-                "step": step.id,
-                "occurrence": enrollment.occurrence,
+                "rule": action.rule.name,
+                "step": action.step.id,
+                "occurrence": action.enrollment.occurrence,
             }
         }
-        self.tables.add_emit(message_id, body, moment.now)
+        self.tables.add_emit(message_id, body, action.moment.now)
         return True
 
     # ---- context ------------------------------------------------------------------------
