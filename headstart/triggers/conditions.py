@@ -78,6 +78,18 @@ class Needs:
     def empty(self) -> bool:
         return not (self.traits or self.counts or self.onboarding or self.segments)
 
+    def may_change(self, name: str | None, carries_traits: bool, onboarding: bool) -> bool:
+        """True when an event can change what the conditions read.
+
+        ``name`` is the event's counted name, ``carries_traits`` whether it can set traits,
+        and ``onboarding`` whether it is a sign-up or milestone event.
+        """
+        return bool(
+            (self.traits and carries_traits)
+            or (self.onboarding and onboarding)
+            or (name is not None and name in self.counts)
+        )
+
 
 def compile_all(conditions: Iterable[Condition]) -> CompiledCondition:
     """Return a function that holds when every condition holds (always, for none).

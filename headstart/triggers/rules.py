@@ -22,6 +22,7 @@ from headstart.plan.triggers import (
     segment_definitions,
     step_identifier,
 )
+from headstart.timeutil import to_iso
 from headstart.triggers.conditions import (
     CompiledCondition,
     Needs,
@@ -118,6 +119,18 @@ class CompiledRule:
         self.first = self._compile_steps(rule.steps, "", None)
         self.cooldown = getattr(rule.reentry, "cooldown", None)
         self.reentry = "cooldown" if self.cooldown is not None else str(rule.reentry)
+
+    def reentry_blocked(self, last: int | None, t: int) -> str | None:
+        """Return why the re-entry policy keeps the person out, given their last entry time."""
+        if last is None:
+            return None
+        if self.reentry == "never":
+            return f"entered before at {to_iso(last)}; re-entry is never"
+        if self.reentry == "cooldown" and self.cooldown is not None and t - last < self.cooldown:
+            return (
+                f"entered at {to_iso(last)}; the cooldown runs until {to_iso(last + self.cooldown)}"
+            )
+        return None
 
     def key_of(self, event: LoggedEvent) -> str | None:
         """Return the event's correlation key: '' for a rule without one, None when missing."""
