@@ -7,13 +7,8 @@ and waits for the sends in flight before it exits.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import signal
-import time
-from pathlib import Path
-from typing import IO
 
 from headstart.channels.base import ChannelContext
 from headstart.datadir import DataDir
@@ -23,35 +18,21 @@ from headstart.delivery.outbox import OutboxStore
 from headstart.errors import PlanError
 from headstart.plan.model import Plan
 from headstart.timeutil import SystemClock
+from headstart.workerprocess import WorkerProcess, argument_parser, configure_logging
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = "dispatcher"
 # How long the loop waits when nothing is due; bounds the delay of a newly enqueued row.
 POLL_SECONDS = 0.02
-PLAN_CHECK_SECONDS = 1.0
-LOCK_WAIT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 20.0
 
 
 def run(
     data_dir: DataDir, parent_pid: int | None, *, max_in_flight: int = 1000, threads: int = 16
 ) -> None:
-    lock = _wait_for_lock(data_dir, LOCK_WAIT_SECONDS)
-    if lock is None:
-        logger.error(
-            "another dispatcher has owned %s for %d s; exiting", data_dir.root, LOCK_WAIT_SECONDS
-        )
+    worker = WorkerProcess(data_dir, "dispatcher", parent_pid)
+    if not worker.start():
         return
-    stopping = False
-
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-
     clock = SystemClock()
     context = ChannelContext(data_dir.state_path, clock, dict(os.environ))
     watcher = PlanWatcher(data_dir)
@@ -65,14 +46,9 @@ def run(
     )
     dispatcher.recover()
     logger.info("dispatcher started for %s", data_dir.root)
-    next_plan_check = time.monotonic() + PLAN_CHECK_SECONDS
 
-    while not stopping:
-        if parent_pid is not None and os.getppid() != parent_pid:
-            logger.warning("server process %d is gone; dispatcher exiting", parent_pid)
-            break
-        if time.monotonic() >= next_plan_check:
-            next_plan_check = time.monotonic() + PLAN_CHECK_SECONDS
+    while worker.running():
+        if worker.plan_check_due():
             changed, plan = watcher.changed()
             if changed:
                 logger.info("plan changed; rebuilding channels")
@@ -85,7 +61,7 @@ def run(
         dispatcher.failed,
         dispatcher.dead,
     )
-    lock.close()
+    worker.close()
 
 
 class PlanWatcher:
@@ -115,29 +91,14 @@ class PlanWatcher:
             return False, None
 
 
-def _wait_for_lock(data_dir: DataDir, seconds: float) -> IO[bytes] | None:
-    deadline = time.monotonic() + seconds
-    while True:
-        lock = data_dir.lock(LOCK_NAME)
-        if lock is not None or time.monotonic() >= deadline:
-            return lock
-        time.sleep(0.1)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description="Run the headstart dispatcher (outbox sender) for a data directory."
-    )
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--parent-pid", type=int, default=None)
+    parser = argument_parser("Run the headstart dispatcher (outbox sender) for a data directory.")
     parser.add_argument(
         "--max-in-flight", type=int, default=1000, help="Claimed rows not yet recorded, at most."
     )
     parser.add_argument("--threads", type=int, default=16, help="Sends running at once.")
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     run(
         DataDir.create(args.data_dir),
         args.parent_pid,

@@ -7,13 +7,8 @@ gone, so a killed server never leaves a processor behind.
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
-import signal
 import time
-from pathlib import Path
-from typing import IO
 
 from headstart.datadir import DataDir
 from headstart.errors import PlanError
@@ -23,13 +18,11 @@ from headstart.plan.model import Plan
 from headstart.processor.processor import Processor
 from headstart.sqlite import connect
 from headstart.state.store import StateStore
+from headstart.workerprocess import WorkerProcess, argument_parser, configure_logging
 
 logger = logging.getLogger(__name__)
 
 IDLE_SLEEP_SECONDS = 0.005
-PLAN_CHECK_SECONDS = 1.0
-# A processor orphaned by a killed server notices within one poll and releases its lock.
-LOCK_WAIT_SECONDS = 30
 
 
 class ConfigWatcher:
@@ -72,69 +65,38 @@ class ConfigWatcher:
 
 def open_processor(data_dir: DataDir) -> Processor:
     """Open a processor on the directory with its current plan and separations applied."""
-    watcher = ConfigWatcher(data_dir)
-    watcher.poll()
-    processor = Processor(SQLiteEventLog(data_dir.log_path), StateStore(data_dir.state_path), None)
-    processor.use_plan(watcher.plan, watcher.pairs)
+    _, processor = _open(data_dir)
     return processor
 
 
 def run(data_dir: DataDir, parent_pid: int | None) -> None:
-    lock = _wait_for_lock(data_dir, LOCK_WAIT_SECONDS)
-    if lock is None:
-        logger.error(
-            "another processor has owned %s for %d s; exiting", data_dir.root, LOCK_WAIT_SECONDS
-        )
+    worker = WorkerProcess(data_dir, "processor", parent_pid)
+    if not worker.start():
         return
-    stopping = False
+    watcher, processor = _open(data_dir)
+    logger.info("processor started at log offset %d", processor.offset)
 
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+    while worker.running():
+        if worker.plan_check_due() and watcher.poll():
+            processor.use_plan(watcher.plan, watcher.pairs)
+        if processor.run_once() == 0:
+            time.sleep(IDLE_SLEEP_SECONDS)
+    logger.info("processor stopped at log offset %d", processor.offset)
+    worker.close()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
 
+def _open(data_dir: DataDir) -> tuple[ConfigWatcher, Processor]:
     watcher = ConfigWatcher(data_dir)
     watcher.poll()
     processor = Processor(SQLiteEventLog(data_dir.log_path), StateStore(data_dir.state_path), None)
     processor.use_plan(watcher.plan, watcher.pairs)
-    logger.info("processor started at log offset %d", processor.offset)
-    next_plan_check = time.monotonic() + PLAN_CHECK_SECONDS
-
-    while not stopping:
-        if parent_pid is not None and os.getppid() != parent_pid:
-            logger.warning("server process %d is gone; processor exiting", parent_pid)
-            break
-        if time.monotonic() >= next_plan_check:
-            next_plan_check = time.monotonic() + PLAN_CHECK_SECONDS
-            if watcher.poll():
-                processor.use_plan(watcher.plan, watcher.pairs)
-        if processor.run_once() == 0:
-            time.sleep(IDLE_SLEEP_SECONDS)
-    logger.info("processor stopped at log offset %d", processor.offset)
-    lock.close()
-
-
-def _wait_for_lock(data_dir: DataDir, seconds: float) -> IO[bytes] | None:
-    deadline = time.monotonic() + seconds
-    while True:
-        lock = data_dir.lock("processor")
-        if lock is not None or time.monotonic() >= deadline:
-            return lock
-        time.sleep(0.1)
+    return watcher, processor
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description="Run the headstart processor for a data directory."
-    )
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--parent-pid", type=int, default=None)
+    parser = argument_parser("Run the headstart processor for a data directory.")
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     run(DataDir.create(args.data_dir), args.parent_pid)
 
 
