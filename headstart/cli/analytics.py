@@ -9,11 +9,9 @@ and the default view renders as tables.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import httpx
 import orjson
 import typer
 import yaml
@@ -21,109 +19,26 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from headstart.cli.common import (
-    DEFAULT_DATA_DIR,
-    DataDirOption,
-    JsonOption,
-    catch_up,
-    console,
-    print_json,
+from headstart.cli.common import DEFAULT_DATA_DIR, DataDirOption, JsonOption
+from headstart.cli.remote import (
+    AdminKeyOption,
+    ApiRequest,
+    AsOfOption,
+    parse_as_of,
+    run_analysis,
 )
 from headstart.datadir import DataDir
-from headstart.errors import HeadstartError, InvalidInput, NotFound
+from headstart.errors import InvalidInput, NotFound
 from headstart.plan.analytics import FunnelSpec
 from headstart.plan.model import Plan
-from headstart.timeutil import parse_iso
 
 DATA = Path(DEFAULT_DATA_DIR)
-SERVER_TIMEOUT_S = 300.0
-
-AdminKeyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--admin-key",
-        envvar="HEADSTART_ADMIN_KEY",
-        help="Admin key of the server running on the data directory, if one runs.",
-        show_default=False,
-    ),
-]
-AsOfOption = Annotated[
-    str | None,
-    typer.Option(help="ISO-8601 instant the analysis is as of; default: the latest event."),
-]
-# Runs the analysis in this process on a synced warehouse and the installed plan.
-Local = Callable[[Any, Plan | None], dict[str, Any]]
 
 
 def register(app: typer.Typer) -> None:
     """Add the funnel and segments commands to ``app``."""
     app.command("funnel")(funnel_command)
     app.command("segments")(segments_command)
-
-
-# ---- server or directory ----------------------------------------------------------------------
-
-
-def fetch(
-    data_dir: Path,
-    admin_key: str | None,
-    request: tuple[str, str, dict[str, Any], Any],
-    local: Local,
-    *,
-    quiet: bool,
-) -> dict[str, Any]:
-    """Return an analysis as JSON data, from the running server or from the directory.
-
-    ``request`` is (method, path, query parameters, JSON body or None) for the server.
-    """
-    directory = DataDir.create(data_dir)
-    url = directory.running_server_url()
-    if url is not None:
-        return _from_server(url, admin_key, request)
-    from headstart.analytics.warehouse import Warehouse
-
-    catch_up(directory, quiet=quiet)
-    warehouse = Warehouse.open(directory)
-    try:
-        warehouse.sync()
-        return local(warehouse, directory.load_plan())
-    finally:
-        warehouse.close()
-
-
-def _from_server(
-    url: str, admin_key: str | None, request: tuple[str, str, dict[str, Any], Any]
-) -> dict[str, Any]:
-    method, path, params, body = request
-    if not admin_key:
-        raise InvalidInput(
-            f"a server runs on this data directory ({url}); pass --admin-key or set "
-            "HEADSTART_ADMIN_KEY so the command can call its API"
-        )
-    query = {name: value for name, value in params.items() if value is not None}
-    try:
-        response = httpx.request(
-            method,
-            url + path,
-            params=query,
-            json=body,
-            headers={"Authorization": f"Bearer {admin_key}"},
-            timeout=SERVER_TIMEOUT_S,
-            trust_env=False,
-        )
-    except httpx.HTTPError as exc:
-        raise HeadstartError(f"request to the server at {url}{path} failed: {exc}") from None
-    try:
-        data: dict[str, Any] = response.json()
-    except ValueError:
-        data = {"message": response.text}
-    if response.status_code != 200:
-        raise HeadstartError(
-            str(data.get("message", response.text)),
-            code=str(data.get("code", "http_error")),
-            status=response.status_code,
-        )
-    return data
 
 
 # ---- funnel -----------------------------------------------------------------------------------
@@ -220,34 +135,27 @@ def funnel_command(
         mode = _choice(friction_mode, ("between", "next"), "--friction-mode")
         params.update(step=friction_after, mode=mode)
         path = "/api/friction" if spec is not None else f"/api/funnels/{name}/friction"
-        result = fetch(
+        run_analysis(
             data_dir,
             admin_key,
-            ("POST" if spec is not None else "GET", path, params, body),
+            ApiRequest(path, params, "POST" if spec is not None else "GET", body),
             lambda warehouse, plan: _local_friction(warehouse, plan, spec, name, params),
-            quiet=as_json,
+            render_friction,
+            as_json=as_json,
         )
-        _show(as_json, render_friction, result)
         return
     if persons is not None:
         persons_step, persons_status = _selection(persons)
         params.update(persons_step=persons_step, persons_status=persons_status, persons_limit=limit)
     path = "/api/funnels" if spec is not None else f"/api/funnels/{name}"
-    result = fetch(
+    run_analysis(
         data_dir,
         admin_key,
-        ("POST" if spec is not None else "GET", path, params, body),
+        ApiRequest(path, params, "POST" if spec is not None else "GET", body),
         lambda warehouse, plan: _local_funnel(warehouse, plan, spec, name, params),
-        quiet=as_json,
+        render_funnel,
+        as_json=as_json,
     )
-    _show(as_json, render_funnel, result)
-
-
-def _show(as_json: bool, render: Callable[[Console, dict[str, Any]], None], result: Any) -> None:
-    if as_json:
-        print_json(result)
-    else:
-        render(console, result)
 
 
 def _spec_from_options(
@@ -366,15 +274,6 @@ def _saved(plan: Plan | None, name: str | None) -> FunnelSpec:
     raise NotFound(f"funnel {name!r} is not saved in the plan's funnels (saved: {known})")
 
 
-def _instant(value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_iso(str(value))
-    except ValueError:
-        raise InvalidInput(f"--as-of {value!r} is not an ISO-8601 time, e.g. 2024-05-01") from None
-
-
 def _local_funnel(
     warehouse: Any,
     plan: Plan | None,
@@ -393,7 +292,7 @@ def _local_funnel(
     result = run_funnel(
         warehouse,
         chosen,
-        as_of=_instant(params.get("as_of")),
+        as_of=parse_as_of(params.get("as_of")),
         segments=plan.segments if plan is not None else (),
         persons=selection,
     )
@@ -415,7 +314,7 @@ def _local_friction(
         chosen,
         params["step"],
         mode=params["mode"],
-        as_of=_instant(params.get("as_of")),
+        as_of=parse_as_of(params.get("as_of")),
         segments=plan.segments if plan is not None else (),
     )
     return result.to_dict()
@@ -443,40 +342,36 @@ def segments_command(
     if name is None:
         if person is not None:
             raise InvalidInput("--person needs a segment NAME")
-        result = fetch(
+        run_analysis(
             data_dir,
             admin_key,
-            ("GET", "/api/segments", params, None),
+            ApiRequest("/api/segments", params),
             lambda warehouse, plan: _local_sizes(warehouse, plan, params),
-            quiet=as_json,
+            render_segments,
+            as_json=as_json,
         )
-        _show(as_json, render_segments, result)
         return
     if person is not None:
-        result = fetch(
+        run_analysis(
             data_dir,
             admin_key,
-            ("GET", f"/api/segments/{name}/persons/{person}", params, None),
+            ApiRequest(f"/api/segments/{name}/persons/{person}", params),
             lambda warehouse, plan: _local_membership(
                 warehouse, plan, name, person, params, data_dir
             ),
-            quiet=as_json,
+            render_membership,
+            as_json=as_json,
         )
-        if as_json:
-            print_json(result)
-        else:
-            state = "is" if result["member"] else "is not"
-            console.print(f"person {result['person_id']} {state} in segment {result['segment']}")
         return
     params["limit"] = limit
-    result = fetch(
+    run_analysis(
         data_dir,
         admin_key,
-        ("GET", f"/api/segments/{name}", params, None),
+        ApiRequest(f"/api/segments/{name}", params),
         lambda warehouse, plan: _local_members(warehouse, plan, name, params),
-        quiet=as_json,
+        render_members,
+        as_json=as_json,
     )
-    _show(as_json, render_members, result)
 
 
 def _plan_segments(plan: Plan | None) -> list[Any]:
@@ -487,7 +382,7 @@ def _local_sizes(warehouse: Any, plan: Plan | None, params: dict[str, Any]) -> d
     from headstart.analytics.funnels import records
     from headstart.analytics.segments import segment_sizes
 
-    sizes = segment_sizes(warehouse, _plan_segments(plan), as_of=_instant(params.get("as_of")))
+    sizes = segment_sizes(warehouse, _plan_segments(plan), as_of=parse_as_of(params.get("as_of")))
     return {"segments": records(sizes)}
 
 
@@ -498,7 +393,7 @@ def _local_members(
     from headstart.analytics.segments import find_segment, segment_members
 
     spec = find_segment(_plan_segments(plan), name)
-    members = segment_members(warehouse, spec, as_of=_instant(params.get("as_of")))
+    members = segment_members(warehouse, spec, as_of=parse_as_of(params.get("as_of")))
     return {
         "segment": {
             **spec.model_dump(mode="json", exclude={"conditions"}),
@@ -531,7 +426,7 @@ def _local_membership(
         store.close()
     if person_id is None:
         raise NotFound(f"no person has the identifier {identifier!r}")
-    member = in_segment(warehouse, spec, person_id, as_of=_instant(params.get("as_of")))
+    member = in_segment(warehouse, spec, person_id, as_of=parse_as_of(params.get("as_of")))
     return {"segment": name, "person_id": person_id, "member": member}
 
 
@@ -688,6 +583,11 @@ def render_segments(out: Console, result: dict[str, Any]) -> None:
             (row["code"] or "") + (f": {row['error']}" if row["error"] else ""),
         )
     out.print(table)
+
+
+def render_membership(out: Console, result: dict[str, Any]) -> None:
+    state = "is" if result["member"] else "is not"
+    out.print(f"person {result['person_id']} {state} in segment {result['segment']}")
 
 
 def render_members(out: Console, result: dict[str, Any]) -> None:

@@ -10,48 +10,24 @@ The analyses are imported inside the commands, so other commands start without p
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
 from rich import box
 from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from headstart.cli.common import (
-    DEFAULT_DATA_DIR,
-    DataDirOption,
-    JsonOption,
-    catch_up,
-    console,
-    print_json,
-)
-from headstart.datadir import DataDir
-from headstart.errors import HeadstartError, InvalidInput
-from headstart.plan.model import Plan
+from headstart.cli.common import DEFAULT_DATA_DIR, DataDirOption, JsonOption
+from headstart.cli.remote import AdminKeyOption, ApiRequest, run_analysis
 
 if TYPE_CHECKING:
     from headstart.analytics.lifecycle_base import ParamValue
-    from headstart.analytics.warehouse import Warehouse
-
-    Local = Callable[[Warehouse, Plan | None], dict[str, Any]]
 
 DATA = Path(DEFAULT_DATA_DIR)
-SERVER_TIMEOUT_S = 300.0
 
-AdminKeyOption = Annotated[
-    str | None,
-    typer.Option(
-        "--admin-key",
-        envvar="HEADSTART_ADMIN_KEY",
-        help="Admin key of the server running on the data directory, if one runs.",
-        show_default=False,
-    ),
-]
-AsOfOption = Annotated[
+DataEndOption = Annotated[
     str | None,
     typer.Option(help="End of the data as an ISO-8601 time; default: the latest event."),
 ]
@@ -101,7 +77,7 @@ def retention_command(
     start_to: Annotated[
         str | None, typer.Option(help="Only entries before this ISO-8601 time.")
     ] = None,
-    as_of: AsOfOption = None,
+    as_of: DataEndOption = None,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -125,18 +101,14 @@ def retention_command(
     from headstart.analytics.retention import RetentionQuery, run_retention
 
     query = RetentionQuery.from_params(params)
-    result = fetch(
+    run_analysis(
         data_dir,
         admin_key,
-        "/api/retention",
-        params,
+        ApiRequest("/api/retention", params),
         lambda warehouse, _plan: run_retention(warehouse, query).to_dict(),
-        quiet=as_json,
+        render_retention,
+        as_json=as_json,
     )
-    if as_json:
-        print_json(result)
-        return
-    render_retention(console, result)
 
 
 def ttv_command(
@@ -155,7 +127,7 @@ def ttv_command(
     signup_to: Annotated[
         str | None, typer.Option(help="Only sign-ups before this ISO-8601 time.")
     ] = None,
-    as_of: AsOfOption = None,
+    as_of: DataEndOption = None,
     curve_days: Annotated[int, typer.Option(help="Days of survival curve in --json output.")] = 30,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
@@ -173,18 +145,14 @@ def ttv_command(
     from headstart.analytics.ttv import TtvQuery, time_to_value
 
     query = TtvQuery.from_params(params)
-    result = fetch(
+    run_analysis(
         data_dir,
         admin_key,
-        "/api/ttv",
-        params,
+        ApiRequest("/api/ttv", params),
         lambda warehouse, plan: time_to_value(warehouse, query, plan).to_dict(),
-        quiet=as_json,
+        render_ttv,
+        as_json=as_json,
     )
-    if as_json:
-        print_json(result)
-        return
-    render_ttv(console, result)
 
 
 def discover_command(
@@ -230,7 +198,7 @@ def discover_command(
     signup_to: Annotated[
         str | None, typer.Option(help="Only sign-ups before this ISO-8601 time.")
     ] = None,
-    as_of: AsOfOption = None,
+    as_of: DataEndOption = None,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -256,77 +224,14 @@ def discover_command(
     from headstart.analytics.discovery import DiscoveryQuery, discover
 
     query = DiscoveryQuery.from_params(params)
-    result = fetch(
+    run_analysis(
         data_dir,
         admin_key,
-        "/api/discover",
-        params,
+        ApiRequest("/api/discover", params),
         lambda warehouse, _plan: discover(warehouse, query).to_dict(),
-        quiet=as_json,
+        render_discovery,
+        as_json=as_json,
     )
-    if as_json:
-        print_json(result)
-        return
-    render_discovery(console, result)
-
-
-def fetch(
-    data_dir: Path,
-    admin_key: str | None,
-    path: str,
-    params: dict[str, ParamValue],
-    local: Local,
-    *,
-    quiet: bool,
-) -> dict[str, Any]:
-    """Return an analysis as JSON data, from the running server or from the directory."""
-    directory = DataDir.create(data_dir)
-    url = directory.running_server_url()
-    if url is not None:
-        return _from_server(url, admin_key, path, params)
-    from headstart.analytics.warehouse import Warehouse
-
-    catch_up(directory, quiet=quiet)
-    warehouse = Warehouse.open(directory)
-    try:
-        warehouse.sync()
-        return local(warehouse, directory.load_plan())
-    finally:
-        warehouse.close()
-
-
-def _from_server(
-    url: str, admin_key: str | None, path: str, params: dict[str, ParamValue]
-) -> dict[str, Any]:
-    if not admin_key:
-        raise InvalidInput(
-            f"a server runs on this data directory ({url}); pass --admin-key or set "
-            "HEADSTART_ADMIN_KEY so the command can call its API"
-        )
-    pairs: list[tuple[str, str | int | float | bool | None]] = [
-        (name, item)
-        for name, value in params.items()
-        for item in (value if isinstance(value, list) else [value])
-        if item is not None
-    ]
-    try:
-        response = httpx.get(
-            url + path,
-            params=pairs,
-            headers={"Authorization": f"Bearer {admin_key}"},
-            timeout=SERVER_TIMEOUT_S,
-            trust_env=False,
-        )
-    except httpx.HTTPError as exc:
-        raise HeadstartError(f"request to the server at {url}{path} failed: {exc}") from None
-    body: dict[str, Any] = response.json()
-    if response.status_code != 200:
-        raise HeadstartError(
-            str(body.get("message", response.text)),
-            code=str(body.get("code", "http_error")),
-            status=response.status_code,
-        )
-    return body
 
 
 def render_retention(out: Console, result: dict[str, Any]) -> None:
