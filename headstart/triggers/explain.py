@@ -12,17 +12,23 @@ from headstart.timeutil import to_iso
 DECISIONS_SHOWN = 50
 ENROLLMENTS_SHOWN = 20
 
+_DECISIONS_SQL = (
+    "SELECT decision_id, at, rule, enrollment_id, step, kind, reason, seq, detail"
+    " FROM decisions WHERE person_id = ? ORDER BY decision_id DESC LIMIT ?"
+)
+_ENROLLMENTS_SQL = (
+    "SELECT e.enrollment_id, e.rule, e.key, e.status, e.step, e.started_at, e.entered_at,"
+    " e.ended_at, e.reason, t.due FROM enrollments e"
+    " LEFT JOIN timers t ON t.enrollment_id = e.enrollment_id WHERE e.person_id = ?"
+    " ORDER BY e.status IN ('watching', 'active') DESC, e.enrollment_id DESC LIMIT ?"
+)
+
 
 def decisions_of(
     store: StateStore, person_id: str, limit: int = DECISIONS_SHOWN
 ) -> list[dict[str, Any]]:
     """Return the person's newest trigger decisions, newest first."""
-    with store.lock:
-        rows = store.conn.execute(
-            "SELECT decision_id, at, rule, enrollment_id, step, kind, reason, seq, detail"
-            " FROM decisions WHERE person_id = ? ORDER BY decision_id DESC LIMIT ?",
-            (person_id, limit),
-        ).fetchall()
+    rows = _person_rows(store, _DECISIONS_SQL, person_id, limit)
     return [
         {
             "at": to_iso(at),
@@ -42,14 +48,7 @@ def enrollments_of(
     store: StateStore, person_id: str, limit: int = ENROLLMENTS_SHOWN
 ) -> list[dict[str, Any]]:
     """Return the person's enrollments, open ones first, then the newest."""
-    with store.lock:
-        rows = store.conn.execute(
-            "SELECT e.enrollment_id, e.rule, e.key, e.status, e.step, e.started_at, e.entered_at,"
-            " e.ended_at, e.reason, t.due FROM enrollments e"
-            " LEFT JOIN timers t ON t.enrollment_id = e.enrollment_id WHERE e.person_id = ?"
-            " ORDER BY e.status IN ('watching', 'active') DESC, e.enrollment_id DESC LIMIT ?",
-            (person_id, limit),
-        ).fetchall()
+    rows = _person_rows(store, _ENROLLMENTS_SQL, person_id, limit)
     return [
         {
             "enrollment_id": enrollment_id,
@@ -65,3 +64,9 @@ def enrollments_of(
         }
         for enrollment_id, rule, key, status, step, started_at, entered_at, ended_at, reason, due in rows
     ]
+
+
+def _person_rows(store: StateStore, sql: str, person_id: str, limit: int) -> list[Any]:
+    """Run ``sql`` with parameters (person_id, limit) under the store's lock."""
+    with store.lock:
+        return store.conn.execute(sql, (person_id, limit)).fetchall()

@@ -276,16 +276,16 @@ def _slot(
 ) -> InAppSlot:
     """Build the in-app slot row for ``intent``; ``payload`` is its JSON text."""
     return InAppSlot(
-        idempotency_key=intent.key,
-        person_id=intent.person_id,
-        status=status,
-        priority=intent.priority,
-        rule=intent.rule,
-        step=intent.step,
-        channel=intent.channel,
-        payload=payload,
-        created_at=now,
-        expires_at=expires_at,
+        intent.key,
+        intent.person_id,
+        status,
+        intent.priority,
+        intent.rule,
+        intent.step,
+        intent.channel,
+        payload,
+        now,
+        expires_at,
     )
 
 
