@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from headstart.api.persons import person_view
+from headstart.delivery.outbox import Outcome, OutboxStore
 from headstart.timeutil import MICROS_PER_DAY, MICROS_PER_HOUR
 from tests.helpers.pipeline import alias, identify, track
 from tests.helpers.triggers import TriggerWorld, at, plan_with
@@ -280,6 +281,34 @@ def test_changed_rule_ends_enrollments(tmp_path: Path, new_rules: str, reason: s
 
 
 # ---- explain ----------------------------------------------------------------------------
+
+
+def test_person_view_shows_deliveries(tmp_path: Path) -> None:
+    w = world(tmp_path, JOURNEY)
+    w.send(person("u1"), track("Signed Up", user="u1", at=START))
+    w.advance(START + 3 * DAY)
+    outbox = OutboxStore(w.store.path)
+    claimed = outbox.claim(START + 3 * DAY, limit=10, lease_us=HOUR)
+    assert len(claimed) == 2
+    outbox.record(
+        [
+            Outcome(claimed[0].outbox_id, "sent", START + 3 * DAY + 5, provider_message_id="m1"),
+            Outcome(claimed[1].outbox_id, "dead", START + 3 * DAY + 9, error="550 no mailbox"),
+        ]
+    )
+    outbox.close()
+
+    decisions = person_view(w.store, w.log, w.plan, "u1")["decisions"]
+    enqueued = [row for row in decisions if row["kind"] == "enqueued"]
+    sent = [row for row in decisions if row["kind"] == "sent"]
+    assert [row["delivery"]["status"] for row in enqueued] == ["dead", "sent"]
+    assert enqueued[0]["delivery"]["last_error"] == "550 no mailbox"
+    assert len(sent) == 1
+    assert sent[0]["at"] == "2024-05-09T10:00:00.000Z"
+    assert sent[0]["step"] == enqueued[1]["step"]
+    assert sent[0]["rule"] == "trial"
+    assert sent[0]["detail"] == {"outbox_id": claimed[0].outbox_id, "provider_message_id": "m1"}
+    assert decisions[0] is sent[0]
 
 
 def test_person_view_explains(tmp_path: Path) -> None:
