@@ -8,21 +8,29 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from headstart.cli.tables import format_count, format_percent, format_seconds, new_table
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86_400:.1f} d"
+STEP_COLUMNS = (
+    "step",
+    "units",
+    "conversion",
+    "from previous",
+    "dropped",
+    "in progress",
+    "median from previous",
+    "median from entry",
+)
+BREAKDOWN_COLUMNS = (
+    "value",
+    "step",
+    "units",
+    "conversion",
+    "from previous",
+    "median from previous",
+    "code",
+)
+FRICTION_COLUMNS = ("event", "dropped", "share", "converted", "share ", "lift")
+SEGMENT_COLUMNS = ("segment", "persons", "share", "description", "code")
 
 
 def _codes(out: Console, codes: list[str]) -> None:
@@ -42,33 +50,7 @@ def render_funnel(out: Console, result: dict[str, Any]) -> None:
     out.print(f"{result['entered']} entered, {result['excluded']} excluded by exclusion steps")
     out.print(_steps_table(result["steps"], "Steps"))
     if result.get("breakdown"):
-        breakdown = spec["breakdown"]
-        attribution = breakdown.get("attribution")
-        how = f" ({attribution})" if attribution else ""
-        table = Table(title=f"By {breakdown['by']} {breakdown['key']}{how}")
-        for column in (
-            "value",
-            "step",
-            "units",
-            "conversion",
-            "from previous",
-            "median from previous",
-            "code",
-        ):
-            table.add_column(
-                column, justify="left" if column in ("value", "step", "code") else "right"
-            )
-        for row in result["breakdown"]:
-            table.add_row(
-                str(row["breakdown"]),
-                f"{row['step']}. {row['label']}",
-                str(row["units"]),
-                _percent(row["conversion"]),
-                _percent(row["from_previous"]),
-                _duration(row["median_s_from_previous"]),
-                row.get("code") or "",
-            )
-        out.print(table)
+        out.print(_breakdown_table(spec["breakdown"], result["breakdown"]))
     out.print(_times_table(result["times"]))
     if result.get("persons") is not None:
         out.print(_persons_table(result["persons"]))
@@ -76,20 +58,38 @@ def render_funnel(out: Console, result: dict[str, Any]) -> None:
 
 
 def _steps_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    columns = ("step", "units", "conversion", "from previous", "dropped", "in progress")
-    for column in (*columns, "median from previous", "median from entry"):
-        table.add_column(column, justify="left" if column == "step" else "right")
+    table = new_table(STEP_COLUMNS, numeric=STEP_COLUMNS[1:], title=title)
     for row in rows:
         table.add_row(
             f"{row['step']}. {row['label']}",
             str(row["units"]),
-            _percent(row["conversion"]),
-            _percent(row["from_previous"]),
-            "-" if row["dropped"] is None else str(row["dropped"]),
+            format_percent(row["conversion"]),
+            format_percent(row["from_previous"]),
+            format_count(row["dropped"]),
             str(row["in_progress"]),
-            _duration(row["median_s_from_previous"]),
-            _duration(row["median_s_from_entry"]),
+            format_seconds(row["median_s_from_previous"]),
+            format_seconds(row["median_s_from_entry"]),
+        )
+    return table
+
+
+def _breakdown_table(breakdown: dict[str, Any], rows: list[dict[str, Any]]) -> Table:
+    attribution = breakdown.get("attribution")
+    how = f" ({attribution})" if attribution else ""
+    table = new_table(
+        BREAKDOWN_COLUMNS,
+        numeric=BREAKDOWN_COLUMNS[2:-1],
+        title=f"By {breakdown['by']} {breakdown['key']}{how}",
+    )
+    for row in rows:
+        table.add_row(
+            str(row["breakdown"]),
+            f"{row['step']}. {row['label']}",
+            str(row["units"]),
+            format_percent(row["conversion"]),
+            format_percent(row["from_previous"]),
+            format_seconds(row["median_s_from_previous"]),
+            row.get("code") or "",
         )
     return table
 
@@ -97,10 +97,11 @@ def _steps_table(rows: list[dict[str, Any]], title: str) -> Table:
 def _times_table(rows: list[dict[str, Any]]) -> Table:
     """Time from the previous step: one row per step, one column per bucket that has units."""
     buckets = list(dict.fromkeys(row["bucket"] for row in rows if row["units"]))
-    table = Table(title="Time from the previous step (units per bucket)")
-    table.add_column("step")
-    for bucket in buckets:
-        table.add_column(bucket, justify="right")
+    table = new_table(
+        ("step", *buckets),
+        numeric=buckets,
+        title="Time from the previous step (units per bucket)",
+    )
     by_step: dict[str, dict[str, int]] = {}
     for row in rows:
         by_step.setdefault(f"{row['step']}. {row['label']}", {})[row["bucket"]] = row["units"]
@@ -110,10 +111,8 @@ def _times_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _persons_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title=f"Units ({len(rows)} listed)")
     columns = [name for name in (rows[0] if rows else {}) if name != "in_progress"]
-    for column in columns:
-        table.add_column(column)
+    table = new_table(columns, title=f"Units ({len(rows)} listed)")
     for row in rows:
         table.add_row(*("" if row[column] is None else str(row[column]) for column in columns))
     return table
@@ -128,18 +127,16 @@ def render_friction(out: Console, result: dict[str, Any]) -> None:
         f" {result['dropped']} dropped (window ended), {result['converted']} converted;"
         f" mode {result['mode']}, as of {result['as_of']}"
     )
-    table = Table()
-    for column in ("event", "dropped", "share", "converted", "share ", "lift"):
-        table.add_column(column, justify="left" if column == "event" else "right")
+    table = new_table(FRICTION_COLUMNS, numeric=FRICTION_COLUMNS[1:])
     for row in result["events"]:
         name = row["event"] + (" [red](error)[/]" if row["error_like"] else "")
         lift = "-" if row["lift"] is None else f"{row['lift']:.2f}"
         table.add_row(
             name,
             str(row["dropped_units"]),
-            _percent(row["dropped_share"]),
+            format_percent(row["dropped_share"]),
             str(row["converted_units"]),
-            _percent(row["converted_share"]),
+            format_percent(row["converted_share"]),
             lift,
         )
     out.print(table)
@@ -147,14 +144,12 @@ def render_friction(out: Console, result: dict[str, Any]) -> None:
 
 
 def render_segments(out: Console, result: dict[str, Any]) -> None:
-    table = Table(title="Segments")
-    for column in ("segment", "persons", "share", "description", "code"):
-        table.add_column(column, justify="right" if column in ("persons", "share") else "left")
+    table = new_table(SEGMENT_COLUMNS, numeric=("persons", "share"), title="Segments")
     for row in result["segments"]:
         table.add_row(
             row["segment"],
-            "-" if row["persons"] is None else str(row["persons"]),
-            _percent(row["share"]),
+            format_count(row["persons"]),
+            format_percent(row["share"]),
             row["description"] or "",
             (row["code"] or "") + (f": {row['error']}" if row["error"] else ""),
         )
@@ -170,9 +165,7 @@ def render_members(out: Console, result: dict[str, Any]) -> None:
     segment = result["segment"]
     out.print(f"[bold]segment[/] {segment['name']}: {result['persons']} persons")
     out.print(orjson.dumps(segment["conditions"]).decode())
-    table = Table(title=f"Members ({len(result['members'])} listed)")
-    table.add_column("person_id")
-    table.add_column("user_id")
+    table = new_table(("person_id", "user_id"), title=f"Members ({len(result['members'])} listed)")
     for row in result["members"]:
         table.add_row(row["person_id"], row["user_id"] or "")
     out.print(table)

@@ -9,6 +9,18 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
+from headstart.cli.tables import format_hours, format_percent, new_table
+
+DISCOVERY_COLUMNS = (
+    "behaviour",
+    "doers",
+    "retained if done",
+    "if not",
+    "phi",
+    "odds ratio",
+    "recall",
+)
+
 
 def render_retention(out: Console, result: dict[str, Any]) -> None:
     definition = result["definition"]
@@ -19,11 +31,12 @@ def render_retention(out: Console, result: dict[str, Any]) -> None:
         f"as of {result['as_of']}"
     )
     columns: list[str] = result["columns"]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("cohort")
-    table.add_column("entries", justify="right")
-    for column in columns:
-        table.add_column(column, justify="right")
+    table = new_table(
+        ("cohort", "entries", *columns),
+        numeric=("entries", *columns),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     rows: dict[str, dict[str, Any]] = {}
     for cell in result["cells"]:
         rows.setdefault(cell["cohort"], {"entries": cell["entries"]})[cell["column"]] = cell
@@ -57,12 +70,12 @@ def render_ttv(out: Console, result: dict[str, Any]) -> None:
             row["goal"],
             *([row["group"]] if grouped else []),
             str(row["converted"]),
-            _percent(row["share_within"]),
-            _duration(row["median_hours"]),
-            _duration(row["p75_hours"]),
-            _duration(row["p90_hours"]),
-            _duration(row["km_median_hours"]),
-            _percent(row["km_share_within"]),
+            format_percent(row["share_within"]),
+            _hours(row["median_hours"]),
+            _hours(row["p75_hours"]),
+            _hours(row["p90_hours"]),
+            _hours(row["km_median_hours"]),
+            format_percent(row["km_share_within"]),
         )
     out.print(table)
     out.print(
@@ -82,33 +95,30 @@ def render_discovery(out: Console, result: dict[str, Any]) -> None:
     )
     out.print(
         f"{result['population']} persons, {result['retained']} retained "
-        f"({_percent(result['base_rate'])}); {result['candidates_scored']} candidates scored, "
+        f"({format_percent(result['base_rate'])}); "
+        f"{result['candidates_scored']} candidates scored, "
         f"{result['candidates_dropped']} dropped: {result['threshold_rule']}"
     )
     for title, rows in (
         ("predict retention", result["top_positive"]),
         ("predict loss", result["top_negative"]),
     ):
-        table = Table(title=f"behaviours that {title}", box=box.SIMPLE_HEAD, pad_edge=False)
-        for header in (
-            "behaviour",
-            "doers",
-            "retained if done",
-            "if not",
-            "phi",
-            "odds ratio",
-            "recall",
-        ):
-            table.add_column(header, justify="left" if header == "behaviour" else "right")
+        table = new_table(
+            DISCOVERY_COLUMNS,
+            numeric=DISCOVERY_COLUMNS[1:],
+            title=f"behaviours that {title}",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
         for row in rows:
             table.add_row(
                 row["behaviour"],
                 str(row["doers"]),
-                _percent(row["retention_doers"]),
-                _percent(row["retention_non_doers"]),
+                format_percent(row["retention_doers"]),
+                format_percent(row["retention_non_doers"]),
                 f"{row['phi']:.3f}",
                 f"{row['odds_ratio']:.2f} ({row['odds_ratio_low']:.2f}-{row['odds_ratio_high']:.2f})",
-                _percent(row["recall"]),
+                format_percent(row["recall"]),
             )
         out.print(table)
     if result["plan_snippet"]:
@@ -126,19 +136,11 @@ def _rate_cell(cell: dict[str, Any]) -> str:
     if cell["rate"] is None:
         return "-"
     mark = "*" if cell["observable"] < cell["entries"] else ""
-    return f"{cell['rate']:.1%}{mark}"
+    return f"{format_percent(cell['rate'])}{mark}"
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
-
-
-def _duration(hours: float | None) -> str:
-    if hours is None:
-        return "-"
-    if hours < 48:
-        return f"{hours:.1f}h"
-    return f"{hours / 24:.1f}d"
+def _hours(hours: float | None) -> str:
+    return format_hours(hours, unit_separator="")
 
 
 def _names(value: Any) -> str:

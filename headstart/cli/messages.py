@@ -7,12 +7,13 @@ dispatcher picks up retried rows within a poll.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
-from rich.table import Table
 
 from headstart.cli.common import (
     DEFAULT_DATA_DIR,
@@ -22,6 +23,7 @@ from headstart.cli.common import (
     err_console,
     print_json,
 )
+from headstart.cli.tables import new_table
 from headstart.datadir import DataDir
 from headstart.delivery.outbox import STATUSES, OutboxStore
 from headstart.errors import HeadstartError, InvalidInput
@@ -32,10 +34,12 @@ messages_app = typer.Typer(
 )
 
 DATA = Path(DEFAULT_DATA_DIR)
+LIST_COLUMNS = ("id", "status", "channel", "rule", "step", "person", "tries", "when", "error")
 
 
-def _outbox(data_dir: Path) -> OutboxStore:
-    return OutboxStore(DataDir.create(data_dir).state_path)
+def _outbox(data_dir: Path) -> closing[OutboxStore]:
+    """Open the outbox in ``state.sqlite``, to use in a ``with`` block that closes it."""
+    return closing(OutboxStore(DataDir.create(data_dir).state_path))
 
 
 @messages_app.command("list")
@@ -52,17 +56,14 @@ def list_messages(
     """List outbox rows newest first, with the number of rows per status."""
     if status is not None and status not in STATUSES:
         raise InvalidInput(f"--status {status!r} is not a status; use one of {', '.join(STATUSES)}")
-    outbox = _outbox(data_dir)
-    rows = outbox.rows(status=status, channel=channel, rule=rule, limit=limit)
-    counts = outbox.counts()
-    outbox.close()
+    with _outbox(data_dir) as outbox:
+        rows = outbox.rows(status=status, channel=channel, rule=rule, limit=limit)
+        counts = outbox.counts()
     if as_json:
         print_json({"counts": counts, "messages": [row.to_json() for row in rows]})
         return
     console.print(" ".join(f"{name}: {count}" for name, count in counts.items()))
-    table = Table()
-    for column in ("id", "status", "channel", "rule", "step", "person", "tries", "when", "error"):
-        table.add_column(column)
+    table = new_table(LIST_COLUMNS)
     for row in rows:
         when = row.sent_at if row.status == "sent" else (row.next_attempt_at or row.not_before)
         table.add_row(
@@ -85,9 +86,8 @@ def show_message(
     data_dir: DataDirOption = DATA,
 ) -> None:
     """Print one outbox row with its payload as JSON."""
-    outbox = _outbox(data_dir)
-    row = outbox.get(outbox_id)
-    outbox.close()
+    with _outbox(data_dir) as outbox:
+        row = outbox.get(outbox_id)
     if row is None:
         raise HeadstartError(f"no outbox row {outbox_id}", status=404)
     print_json(row.to_json())
@@ -102,9 +102,7 @@ def retry_messages(
     data_dir: DataDirOption = DATA,
 ) -> None:
     """Make dead (or dropped) messages pending again, with their attempts reset."""
-    outbox = _outbox(data_dir)
-    changed = outbox.retry(_selection(outbox_ids, all_dead))
-    outbox.close()
+    changed = _change(data_dir, OutboxStore.retry, outbox_ids, all_dead)
     console.print(f"{changed} messages will be sent again")
 
 
@@ -115,9 +113,7 @@ def drop_messages(
     data_dir: DataDirOption = DATA,
 ) -> None:
     """Give up on dead messages; the rows stay (status dropped) so they are never enqueued again."""
-    outbox = _outbox(data_dir)
-    changed = outbox.drop(_selection(outbox_ids, all_dead))
-    outbox.close()
+    changed = _change(data_dir, OutboxStore.drop, outbox_ids, all_dead)
     console.print(f"{changed} messages dropped")
 
 
@@ -137,18 +133,17 @@ def send_message(
         raise InvalidInput(f"--payload is not valid JSON: {exc}") from None
     if not isinstance(content, dict):
         raise InvalidInput("--payload must be a JSON object")
-    outbox = _outbox(data_dir)
     key = f"manual:{channel}:{person}:{uuid.uuid4().hex}"
-    outbox_id = outbox.enqueue(
-        idempotency_key=key,
-        person_id=person,
-        rule="manual",
-        step="send",
-        channel=channel,
-        payload=content,
-        created_at=SystemClock().now_us(),
-    )
-    outbox.close()
+    with _outbox(data_dir) as outbox:
+        outbox_id = outbox.enqueue(
+            idempotency_key=key,
+            person_id=person,
+            rule="manual",
+            step="send",
+            channel=channel,
+            payload=content,
+            created_at=SystemClock().now_us(),
+        )
     console.print(f"enqueued outbox row {outbox_id}; the server's dispatcher sends it")
 
 
@@ -162,6 +157,17 @@ def vapid_keys() -> None:
     print(private)
     err_console.print("public key (the browser's applicationServerKey):")
     print(public)
+
+
+def _change(
+    data_dir: Path,
+    change: Callable[[OutboxStore, list[int] | None], int],
+    outbox_ids: list[int] | None,
+    all_dead: bool,
+) -> int:
+    """Apply ``change`` (retry or drop) to the selected rows and return how many changed."""
+    with _outbox(data_dir) as outbox:
+        return change(outbox, _selection(outbox_ids, all_dead))
 
 
 def _selection(outbox_ids: list[int] | None, all_dead: bool) -> list[int] | None:

@@ -5,19 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
+from headstart.cli.tables import format_count, format_hours, format_percent, new_table
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _hours(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 48:
-        return f"{value:.1f} h"
-    return f"{value / 24:.1f} d"
+MILESTONE_COLUMNS = ("milestone", "reached", "share", "median after sign-up")
+DROPOFF_COLUMNS = ("step", "persons", "from previous", "dropped")
+DECISION_COLUMNS = ("at", "rule", "step", "decision", "reason")
 
 
 def render_report(console: Console, report: dict[str, Any]) -> None:
@@ -27,39 +20,43 @@ def render_report(console: Console, report: dict[str, Any]) -> None:
         f"[bold]Onboarding report[/] as of {report['as_of']}: {report['signups']} sign-ups"
     )
 
-    milestones = Table(title="Milestone completion")
-    for column in ("milestone", "reached", "share", "median after sign-up"):
-        milestones.add_column(column, justify="left" if column == "milestone" else "right")
+    milestones = new_table(
+        MILESTONE_COLUMNS, numeric=MILESTONE_COLUMNS[1:], title="Milestone completion"
+    )
     for row in report["milestones"]:
         milestones.add_row(
             row["milestone"],
             str(row["reached"]),
-            _percent(row["share"]),
-            _hours(row["median_hours_after_signup"]),
+            format_percent(row["share"]),
+            format_hours(row["median_hours_after_signup"]),
         )
     console.print(milestones)
 
     console.print(
         f"Activation ({' + '.join(activation['milestones'])} within "
         f"{activation['within_days']:g} days): {activation['activated']} persons, "
-        f"{_percent(activation['rate'])} of sign-ups; {_percent(activation['mature_activation_rate'])}"
+        f"{format_percent(activation['rate'])} of sign-ups; "
+        f"{format_percent(activation['mature_activation_rate'])}"
         f" of the {activation['mature_signups']} whose window has ended; "
         f"{activation['in_progress']} still in their window"
     )
     console.print(
-        f"Time to value among {ttv['converted']} activated: median {_hours(ttv['median_hours'])}, "
-        f"p75 {_hours(ttv['p75_hours'])}, p90 {_hours(ttv['p90_hours'])}"
+        f"Time to value among {ttv['converted']} activated: "
+        f"median {format_hours(ttv['median_hours'])}, "
+        f"p75 {format_hours(ttv['p75_hours'])}, p90 {format_hours(ttv['p90_hours'])}"
     )
 
-    dropoff = Table(title="Drop-off (milestones 1..k reached, in plan order)")
-    for column in ("step", "persons", "from previous", "dropped"):
-        dropoff.add_column(column, justify="left" if column == "step" else "right")
+    dropoff = new_table(
+        DROPOFF_COLUMNS,
+        numeric=DROPOFF_COLUMNS[1:],
+        title="Drop-off (milestones 1..k reached, in plan order)",
+    )
     for row in report["dropoff"]:
         dropoff.add_row(
             row["step"],
             str(row["persons"]),
-            _percent(row["from_previous"]),
-            "-" if row["dropped"] is None else str(row["dropped"]),
+            format_percent(row["from_previous"]),
+            format_count(row["dropped"]),
         )
     console.print(dropoff)
 
@@ -71,10 +68,7 @@ def render_person(console: Console, person: dict[str, Any]) -> None:
     )
     console.print(f"first seen {person['first_seen']}, last seen {person['last_seen']}")
 
-    traits = Table(title="Traits")
-    traits.add_column("trait")
-    traits.add_column("value")
-    traits.add_column("set at")
+    traits = new_table(("trait", "value", "set at"), title="Traits")
     for name, value in person["traits"].items():
         traits.add_row(name, str(value), person["trait_set_at"][name])
     console.print(traits)
@@ -86,18 +80,14 @@ def render_person(console: Console, person: dict[str, Any]) -> None:
             f"signed up {onboarding['signup_at'] or '-'}; {state}"
             + (f" at {onboarding['activated_at']}" if onboarding["activated"] else "")
         )
-        table = Table(title="Milestones")
-        for column in ("milestone", "reached at", "evidence"):
-            table.add_column(column)
+        table = new_table(("milestone", "reached at", "evidence"), title="Milestones")
         for row in onboarding["milestones"]:
             table.add_row(
                 row["name"], row["reached_at"] or "-", f"{row['evidence']}/{row['min_count']}"
             )
         console.print(table)
 
-    counts = Table(title="Events")
-    counts.add_column("event")
-    counts.add_column("count", justify="right")
+    counts = new_table(("event", "count"), numeric=("count",), title="Events")
     for name, count in person["event_counts"].items():
         counts.add_row(name, str(count))
     console.print(counts)
@@ -110,9 +100,7 @@ def render_decisions(console: Console, decisions: list[dict[str, Any]]) -> None:
     """Print trigger decisions, oldest first, as a timeline."""
     if not decisions:
         return
-    table = Table(title="Trigger decisions")
-    for column in ("at", "rule", "step", "decision", "reason"):
-        table.add_column(column)
+    table = new_table(DECISION_COLUMNS, title="Trigger decisions")
     for row in reversed(decisions):
         table.add_row(row["at"], row["rule"] or "-", row["step"] or "-", row["kind"], row["reason"])
     console.print(table)
