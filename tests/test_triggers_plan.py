@@ -126,6 +126,13 @@ def problems(text: str) -> list[str]:
             id="template-syntax",
         ),
         pytest.param(
+            RULE.replace('{text: "hi"}', '{subject: "Hi {{ trait.name }}", text: "{{ rule }}"}')
+            + "        - {wait: 1h}\n",
+            "triggers.templates.note: subject: unknown variable 'trait'; a template can read "
+            "event, key, onboarding, person, rule, traits",
+            id="template-unknown-variable",
+        ),
+        pytest.param(
             RULE.replace("  rules:", '  quiet_hours: {start: "08:00", end: "08:00"}\n  rules:')
             + "        - {wait: 1h}\n",
             "start and end are equal",

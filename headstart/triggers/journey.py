@@ -18,7 +18,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from headstart.plan.model import Plan
-from headstart.plan.triggers import Triggers, format_duration, local_time_parts
+from headstart.plan.triggers import (
+    TEMPLATE_VARIABLES,
+    Triggers,
+    format_duration,
+    local_time_parts,
+)
 from headstart.profiles.person import Person
 from headstart.timeutil import to_iso
 from headstart.triggers.conditions import Facts
@@ -30,7 +35,6 @@ from headstart.triggers.tables import Decision, Enrollment, TriggerTables
 from headstart.triggers.templates import Rendered, TemplateFailure, Templates
 
 # Every variable a template can read; see headstart.triggers.templates.
-TEMPLATE_VARIABLES = frozenset(("person", "traits", "event", "onboarding", "rule", "key"))
 
 
 @dataclass(frozen=True, slots=True)

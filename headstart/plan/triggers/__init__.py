@@ -33,10 +33,11 @@ from headstart.plan.triggers.section import Triggers
 from headstart.plan.triggers.segments import segment_definitions, shared_segment_conditions
 from headstart.plan.triggers.sending import Cap, InApp, QuietHours
 from headstart.plan.triggers.steps import Step, WaitForEvent, step_identifier
-from headstart.plan.triggers.templates import Template
+from headstart.plan.triggers.templates import TEMPLATE_VARIABLES, Template
 
 __all__ = [
     "MAX_DURATION_US",
+    "TEMPLATE_VARIABLES",
     "Cap",
     "ChannelRef",
     "Condition",

@@ -1,4 +1,4 @@
-"""Message templates, checked for Jinja2 syntax when the plan is loaded."""
+"""Message templates, checked for Jinja2 syntax and unknown variables when the plan is loaded."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import hashlib
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import Field, model_validator
 
 from headstart.plan.triggers.base import StrictModel
+
+# The top-level variables a template can read; the trigger engine builds each of them.
+TEMPLATE_VARIABLES = frozenset(("person", "traits", "event", "onboarding", "rule", "key"))
 
 
 class Template(StrictModel):
@@ -34,11 +37,13 @@ class Template(StrictModel):
             raise ValueError(
                 "a template needs at least one of subject, text, html, title, body, url, data"
             )
-        for field, source in sources.items():
-            try:
-                _syntax_env().parse(source)
-            except TemplateSyntaxError as exc:
-                raise ValueError(f"{field}: line {exc.lineno}: {exc.message}") from None
+        problems = [
+            problem
+            for field, source in sources.items()
+            if (problem := _check_source(field, source)) is not None
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def sources(self) -> dict[str, str]:
@@ -70,6 +75,24 @@ def _data_sources(prefix: str, value: Any) -> dict[str, str]:
             found.update(_data_sources(f"{prefix}[{index}]", item))
         return found
     return {}
+
+
+def _check_source(field: str, source: str) -> str | None:
+    """Return what is wrong with one template source, or None when it compiles and reads
+    only known variables."""
+    environment = _syntax_env()
+    try:
+        tree = environment.parse(source)
+    except TemplateSyntaxError as exc:
+        return f"{field}: line {exc.lineno}: {exc.message}"
+    unknown = meta.find_undeclared_variables(tree) - TEMPLATE_VARIABLES - environment.globals.keys()
+    if not unknown:
+        return None
+    names = ", ".join(repr(name) for name in sorted(unknown))
+    return (
+        f"{field}: unknown variable {names}; a template can read "
+        f"{', '.join(sorted(TEMPLATE_VARIABLES))} (for a trait, write traits.NAME)"
+    )
 
 
 @lru_cache(maxsize=1)
