@@ -150,8 +150,10 @@ def _encode(body: dict[str, Any], raw: dict[str, Any], limits: Limits) -> bytes:
         _check_depth(raw, limits.max_depth)
         raise
     if len(data) > limits.max_event_bytes + NORMALIZED_OVERHEAD_BYTES:
+        size = len(orjson.dumps(raw))
+        over = "over" if size > limits.max_event_bytes else "with the fields headstart adds, over"
         raise PayloadTooLarge(
-            f"event is {len(data) - NORMALIZED_OVERHEAD_BYTES} bytes or more, over the limit of "
+            f"event is {size} bytes as compact JSON, {over} the limit of "
             f"{limits.max_event_bytes} bytes; send fewer or smaller properties or traits",
             code="event_too_large",
         )
@@ -163,6 +165,11 @@ def _encode(body: dict[str, Any], raw: dict[str, Any], limits: Limits) -> bytes:
 
 def _batch_item_type(raw: dict[str, Any]) -> str:
     kind = raw.get("type")
+    if kind is None:
+        raise InvalidInput(
+            f"type is missing; a batch event needs one of {', '.join(MESSAGE_TYPES)}",
+            code="invalid_event",
+        )
     if kind not in MESSAGE_TYPES:
         raise InvalidInput(
             f"type {kind!r} is not a message type; use one of {', '.join(MESSAGE_TYPES)}",
@@ -190,22 +197,31 @@ def _check_depth(value: Any, max_depth: int) -> None:
             stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
 
 
+# Pydantic reports an id that is neither a string nor an integer once per member of the
+# union, under locations such as ("userId", "str"); they are shown as one problem.
+_UNION_MEMBERS = frozenset(("str", "int"))
+
+
 def _describe(exc: ValidationError) -> str:
     """Name each invalid field, its value and what was expected, in one line per problem."""
-    parts = []
+    parts: list[str] = []
     for error in exc.errors(include_url=False):
-        location = ".".join(
-            str(part) for part in error["loc"] if not str(part).startswith("function")
-        )
-        value = error.get("input")
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
+        loc = [str(part) for part in error["loc"] if not str(part).startswith("function")]
+        shown = _shown(error.get("input"))
         if error["type"] == "missing":
-            parts.append(f"{location} is required")
+            parts.append(f"{'.'.join(loc)} is required")
+        elif len(loc) == 2 and loc[1] in _UNION_MEMBERS:
+            problem = f"{loc[0]}={shown}: expected a string or an integer"
+            if problem not in parts:
+                parts.append(problem)
         else:
-            parts.append(f"{location}={shown}: {error['msg'].lower()}")
+            parts.append(f"{'.'.join(loc)}={shown}: {error['msg'].lower()}")
     return "; ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def _id_text(value: str | int | None, field_name: str) -> str | None:
