@@ -1,4 +1,4 @@
-"""Email over SMTP: a multipart/alternative message with text and HTML parts.
+"""Email over SMTP: a text message, multipart/alternative with an HTML part when there is one.
 
 The Message-ID is derived from the idempotency key, so a message sent again after a crash
 carries the same Message-ID and the receiving side can drop the repeat.
