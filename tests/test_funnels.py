@@ -665,3 +665,29 @@ segments:
 
     assert [funnel.name for funnel in plan.funnels] == ["onboarding"]
     assert [segment.name for segment in plan.segments] == ["builders"]
+
+
+@pytest.mark.parametrize(
+    ("step", "title"),
+    [
+        pytest.param({"event": "Signed Up"}, "Signed Up", id="plain"),
+        pytest.param(
+            {"event": "Badge Awarded", "where": {"name": "Student"}},
+            "Badge Awarded (name=Student)",
+            id="equality",
+        ),
+        pytest.param(
+            {"event": "Paid", "where": {"plan": ["pro", "team"], "amount": {"gte": 10}}},
+            "Paid (plan in ['pro', 'team'], amount gte 10)",
+            id="list-and-operator",
+        ),
+        pytest.param(
+            {"event": "Paid", "where": {"plan": "pro"}, "label": "Upgraded"},
+            "Upgraded",
+            id="label-wins",
+        ),
+    ],
+)
+def test_step_title_names_filters(step: dict[str, Any], title: str) -> None:
+    spec = FunnelSpec.model_validate({"steps": [{"event": "Signed Up"}, step]})
+    assert spec.steps[1].title() == title

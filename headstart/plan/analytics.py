@@ -76,7 +76,21 @@ class FunnelStep(EventMatcher):
     label: Annotated[StrictStr, Field(min_length=1, max_length=200)] | None = None
 
     def title(self) -> str:
-        return self.label or self.event
+        """Return the label, else the event with its filters, e.g. ``Badge Awarded (name=Student)``."""
+        if self.label:
+            return self.label
+        if not self.where:
+            return self.event
+        filters = ", ".join(_filter_text(key, value) for key, value in self.where.items())
+        return f"{self.event} ({filters})"
+
+
+def _filter_text(key: str, condition: Any) -> str:
+    if isinstance(condition, dict):
+        return ", ".join(f"{key} {op} {value}" for op, value in condition.items())
+    if isinstance(condition, list):
+        return f"{key} in {condition}"
+    return f"{key}={condition}"
 
 
 class Exclusion(EventMatcher):
