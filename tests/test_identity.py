@@ -527,3 +527,23 @@ def test_placeholder_ids_stay_in_the_log(tmp_path: Path) -> None:
 
     assert (user_id, anonymous_id) == ("undefined", "laptop")
     assert pipeline.store.identifiers_of(person) == [("anonymous_id", "laptop")]
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        pytest.param(
+            [track("Visited", anon="kiosk", hours=1), alias("kiosk", "bob", hours=2)],
+            id="known-anonymous-id",
+        ),
+        pytest.param([alias("kiosk", "bob", hours=2)], id="both-ids-new"),
+    ],
+)
+def test_alias_respects_separation(tmp_path: Path, messages: list[dict[str, Any]]) -> None:
+    pipeline = Pipeline(tmp_path, PLAN)
+    pipeline.processor.use_plan(PLAN, [(("anonymous_id", "kiosk"), ("user_id", "bob"))])
+    pipeline.send(*messages)
+
+    bob = pipeline.store.find_person_id("bob") or ""
+    assert pipeline.store.identifiers_of(bob) == [("user_id", "bob")]
+    assert pipeline.store.find_person_id("kiosk") != bob

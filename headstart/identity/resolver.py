@@ -130,11 +130,14 @@ class IdentityResolver:
 
         if previous_pid is None:
             person = self._user(event, user_id)
-            self.ws.bind("anonymous_id", previous, person)
+            if not self._kept_apart(person, {("anonymous_id", previous)}):
+                self.ws.bind("anonymous_id", previous, person)
             return person
         previous_person = self.ws.person(previous_pid)
         if user_pid is None:
             if previous_person.user_id is None:
+                if self._kept_apart(previous_person, {("user_id", user_id)}):
+                    return self._user(event, user_id)
                 self.ws.bind("user_id", user_id, previous_person)
                 return previous_person
             person = self._user(event, user_id)
