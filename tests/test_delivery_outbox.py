@@ -12,7 +12,7 @@ import pytest
 from channel_peers import HttpPeer, http_peer
 from conftest import DEFAULT_PLAN, run_cli
 
-from headstart.channels.base import ChannelContext
+from headstart.channels.base import ChannelContext, SendResult
 from headstart.delivery.channelset import ChannelSet
 from headstart.delivery.dispatcher import Dispatcher
 from headstart.delivery.outbox import OutboxStore, Outcome
@@ -329,3 +329,33 @@ def test_inapp_batch_isolates_bad_row(tmp_path: Path):
         assert inbox == [("good-1", 0), ("good-2", 5)]
     finally:
         rig.close()
+
+
+class ShortBatchChannel:
+    """A plugin with a bug: its batch send returns one result too few."""
+
+    name = "batchy"
+
+    def send(self, message: object) -> SendResult:
+        return SendResult()
+
+    def send_batch(self, messages: list[object]) -> list[SendResult]:
+        return [SendResult() for _ in messages[1:]]
+
+    def close(self) -> None:
+        pass
+
+
+def test_batch_result_count_mismatch_retried(outbox: OutboxStore):
+    for key in ("k1", "k2", "k3"):
+        enqueue(outbox, key, channel="batchy")
+    clock = ManualClock(T0)
+    dispatcher = Dispatcher(outbox, ChannelSet({"batchy": ShortBatchChannel()}), clock, threads=2)
+    try:
+        dispatcher.run_until_idle()
+        assert dispatcher.in_flight == 0
+        rows = outbox.rows()
+        assert {row.status for row in rows} == {"failed"}
+        assert all("returned 2 results for 3 messages" in (row.last_error or "") for row in rows)
+    finally:
+        dispatcher.close()

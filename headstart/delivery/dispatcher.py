@@ -166,7 +166,12 @@ class Dispatcher:
             channel = self._batch_channel(rows[0].channel)
             if channel is None:
                 raise DeliveryFailed(f"channel {rows[0].channel!r} is no longer configured")
-            results = channel.send_batch(messages)
+            results = list(channel.send_batch(messages))
+            if len(results) != len(messages):
+                raise RuntimeError(
+                    f"channel {rows[0].channel!r} returned {len(results)} results for "
+                    f"{len(messages)} messages"
+                )
         except BaseException as exc:  # a bug in a channel becomes a retry, not a lost row
             logger.exception("sending %d outbox rows as a batch raised", len(messages))
             if isinstance(exc, DeliveryFailed):
