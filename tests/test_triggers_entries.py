@@ -137,6 +137,20 @@ def test_absence_event_and_timeout_same_instant(tmp_path: Path) -> None:
     assert w.enrollments() == [("import_stuck", "a", "cancelled")]
 
 
+def test_absence_late_finish_seen_early_loses(tmp_path: Path) -> None:
+    """A finish stamped after the deadline loses even when the clock has not reached it yet."""
+    w = world(tmp_path, ABSENCE_RULE)
+    w.send(
+        identify("u1", traits={"email": "ada@example.com"}, at=T0 - 1),
+        track("Import Started", user="u1", at=T0, properties={"import_id": "a"}),
+    )
+    w.clock.set(T0 + HOUR)
+    w.send(track("Import Finished", user="u1", at=T0 + 3 * HOUR, properties={"import_id": "a"}))
+    assert w.enrollments() == [("import_stuck", "a", "watching")]
+    w.advance(T0 + 2 * HOUR)
+    assert [row.payload["text"].split()[2] for row in w.outbox()] == ["a"]
+
+
 def test_absence_without_key_not_watched(tmp_path: Path) -> None:
     w = world(tmp_path, ABSENCE_RULE)
     w.send(track("Import Started", user="u1", at=T0, properties={}))

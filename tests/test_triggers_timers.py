@@ -157,6 +157,19 @@ def test_wait_for_branches(tmp_path: Path, project_at: int | None, steps: list[s
     assert w.timers() == []
 
 
+def test_wait_for_late_event_seen_early_loses(tmp_path: Path) -> None:
+    """An event stamped after the deadline takes the timeout branch, even when the processor
+    sees it before its clock reaches the deadline."""
+    start = at("2024-05-06T10:00:00Z")
+    w = world(tmp_path, WAIT_FOR, start)
+    w.send(*signed_up("u1", start))
+    w.clock.set(start + DAY - HOUR)
+    w.send(track("Project Created", user="u1", at=start + DAY + 2 * HOUR))
+    w.advance(start + DAY + 3 * HOUR)
+    assert [step for _, step, _ in w.sends()] == ["remind", "after"]
+    assert w.kinds().count("resumed") == 0
+
+
 def test_wait_for_resumes_live(tmp_path: Path) -> None:
     start = at("2024-05-06T10:00:00Z")
     w = world(tmp_path, WAIT_FOR, start)

@@ -67,7 +67,9 @@ class EnrollmentLifecycle:
     def _cancel_watch(self, rule: CompiledRule, current: Enrollment, reaction: Reaction) -> None:
         """Cancel an absence watch when the missing event arrived."""
         missing = rule.missing
-        if missing is None or not _matches(missing, rule, current, reaction):
+        if missing is None or _after_deadline(current, reaction):
+            return
+        if not _matches(missing, rule, current, reaction):
             return
         within = (
             f"{reaction.name} arrived by {to_iso(current.due)}"
@@ -81,7 +83,7 @@ class EnrollmentLifecycle:
         event, moment = reaction.event, reaction.moment
         step = rule.steps.get(current.step or "")
         wait_for = step.wait_for if step is not None else None
-        if step is None or wait_for is None:
+        if step is None or wait_for is None or _after_deadline(current, reaction):
             return
         if not _matches(wait_for, rule, current, reaction):
             return
@@ -131,3 +133,13 @@ def _matches(
     if reaction.name != test.event or not test.predicate(reaction.event):
         return False
     return not test.same_key or rule.key is None or rule.key_of(reaction.event) == enrollment.key
+
+
+def _after_deadline(enrollment: Enrollment, reaction: Reaction) -> bool:
+    """Return True when the event happened after the enrollment's deadline.
+
+    Such an event loses to the timeout even when it is processed before the clock reaches the
+    deadline (a client clock ahead, or a historical source), so the outcome depends on event
+    time alone.
+    """
+    return enrollment.due is not None and reaction.event.timestamp > enrollment.due
