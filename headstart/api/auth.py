@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 
 from headstart.runtime import Runtime
 
@@ -18,3 +18,15 @@ def admin_dependency(runtime: Runtime) -> Callable[[Request], None]:
         runtime.admin.check(token.strip() if scheme.lower() == "bearer" else None)
 
     return require_admin
+
+
+def admin_router(
+    runtime: Runtime, *, prefix: str, tags: list[str], redirect_slashes: bool = False
+) -> APIRouter:
+    """Return a router whose every route requires the admin key."""
+    return APIRouter(
+        prefix=prefix,
+        tags=[*tags],
+        dependencies=[Depends(admin_dependency(runtime))],
+        redirect_slashes=redirect_slashes,
+    )

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 
+from headstart.api.auth import admin_router
 from headstart.delivery.outbox import STATUSES, OutboxStore
 from headstart.errors import InvalidInput, NotFound
 from headstart.runtime import Runtime
 
 
 def messages_router(runtime: Runtime) -> APIRouter:
-    def require_admin(request: Request) -> None:
-        header = request.headers.get("authorization") or ""
-        scheme, _, token = header.partition(" ")
-        runtime.admin.check(token.strip() if scheme.lower() == "bearer" else None)
-
-    router = APIRouter(
-        prefix="/api/messages",
-        tags=["messages"],
-        dependencies=[Depends(require_admin)],
-        redirect_slashes=False,
-    )
+    router = admin_router(runtime, prefix="/api/messages", tags=["messages"])
     outbox = OutboxStore(runtime.data_dir.state_path)
 
     @router.get("", summary="The message log: outbox rows, newest first, with counts per status")
@@ -77,7 +69,9 @@ def messages_router(runtime: Runtime) -> APIRouter:
     return router
 
 
-def _change(outbox: OutboxStore, outbox_id: int, action: Any, expected: str) -> dict[str, Any]:
+def _change(
+    outbox: OutboxStore, outbox_id: int, action: Callable[[list[int]], int], expected: str
+) -> dict[str, Any]:
     row = outbox.get(outbox_id)
     if row is None:
         raise NotFound(f"no outbox row {outbox_id}; GET /api/messages lists them")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from headstart.api.auth import admin_dependency
+from headstart.api.auth import admin_router
 from headstart.api.persons import person_view
 from headstart.errors import InvalidInput, NotFound
 from headstart.onboarding.report import build_report, load_cohort
@@ -15,12 +15,7 @@ from headstart.timeutil import parse_iso
 
 
 def read_router(runtime: Runtime) -> APIRouter:
-    router = APIRouter(
-        prefix="/api",
-        tags=["admin"],
-        dependencies=[Depends(admin_dependency(runtime))],
-        redirect_slashes=False,
-    )
+    router = admin_router(runtime, prefix="/api", tags=["admin"])
 
     def settle(wait: bool) -> None:
         if wait:
