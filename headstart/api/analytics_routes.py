@@ -7,17 +7,20 @@ the analysis. Saved funnels and segments come from the installed plan.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from headstart.api.auth import admin_dependency
+from headstart.api.auth import admin_router
 from headstart.errors import InvalidInput, NotFound
 from headstart.plan.analytics import FunnelSpec, SegmentSpec
 from headstart.runtime import Runtime
 from headstart.timeutil import parse_iso
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from headstart.analytics.warehouse import Warehouse
 
 AsOf = Annotated[
@@ -43,24 +46,67 @@ FrictionMode = Annotated[
 ]
 
 
-def analytics_router(runtime: Runtime) -> APIRouter:
-    router = APIRouter(
-        prefix="/api",
-        tags=["analytics"],
-        dependencies=[Depends(admin_dependency(runtime))],
-        redirect_slashes=False,
-    )
+@dataclass(frozen=True)
+class FunnelQuery:
+    """Query parameters of a funnel run: as-of instant, whether to wait, which units to list."""
 
-    def synced(wait: bool) -> Warehouse:
-        if wait:
-            runtime.wait_for_processor()
-        warehouse = runtime.warehouse()
-        warehouse.sync()
-        return warehouse
+    as_of: str | None
+    wait: bool
+    persons_step: int | None
+    persons_status: Literal["reached", "dropped"]
+    persons_limit: int
+
+
+def funnel_query(
+    as_of: AsOf = None,
+    wait: Wait = False,
+    persons_step: PersonsStep = None,
+    persons_status: PersonsStatus = "reached",
+    persons_limit: PersonsLimit = 100,
+) -> FunnelQuery:
+    return FunnelQuery(as_of, wait, persons_step, persons_status, persons_limit)
+
+
+@dataclass(frozen=True)
+class FrictionQuery:
+    """Query parameters of a friction run: step, mode, as-of instant and whether to wait."""
+
+    step: int
+    mode: Literal["between", "next"]
+    as_of: str | None
+    wait: bool
+
+
+def friction_query(
+    step: FrictionStep,
+    mode: FrictionMode = "between",
+    as_of: AsOf = None,
+    wait: Wait = False,
+) -> FrictionQuery:
+    return FrictionQuery(step, mode, as_of, wait)
+
+
+def synced_warehouse(runtime: Runtime, *, wait: bool = False) -> Warehouse:
+    """Sync the server's warehouse with the processed state and return it.
+
+    With ``wait``, first wait (up to 10 s) for the processor to apply everything logged so far.
+    """
+    if wait:
+        runtime.wait_for_processor()
+    warehouse = runtime.warehouse()
+    warehouse.sync()
+    return warehouse
+
+
+def analytics_router(runtime: Runtime) -> APIRouter:
+    router = admin_router(runtime, prefix="/api", tags=["analytics"])
+
+    def saved_funnels() -> list[FunnelSpec]:
+        plan = runtime.plan()
+        return list(plan.funnels) if plan is not None else []
 
     def saved_funnel(name: str) -> FunnelSpec:
-        plan = runtime.plan()
-        funnels = plan.funnels if plan is not None else []
+        funnels = saved_funnels()
         for spec in funnels:
             if spec.name == name:
                 return spec
@@ -74,98 +120,73 @@ def analytics_router(runtime: Runtime) -> APIRouter:
         plan = runtime.plan()
         return list(plan.segments) if plan is not None else []
 
-    def funnel(
-        spec: FunnelSpec,
-        as_of: str | None,
-        wait: bool,
-        persons_step: int | None,
-        persons_status: Literal["reached", "dropped"],
-        persons_limit: int,
-    ) -> dict[str, Any]:
+    def funnel(spec: FunnelSpec, query: FunnelQuery) -> dict[str, Any]:
         from headstart.analytics.funnels import PersonSelection, run_funnel
 
         selection = None
-        if persons_step is not None:
-            selection = PersonSelection(persons_step, persons_status, persons_limit)
+        if query.persons_step is not None:
+            selection = PersonSelection(
+                query.persons_step, query.persons_status, query.persons_limit
+            )
         result = run_funnel(
-            synced(wait),
+            synced_warehouse(runtime, wait=query.wait),
             spec,
-            as_of=_instant(as_of, "as_of"),
+            as_of=_instant(query.as_of, "as_of"),
             segments=segments(),
             persons=selection,
         )
         return result.to_dict()
 
-    def friction(
-        spec: FunnelSpec, step: int, mode: Literal["between", "next"], as_of: str | None, wait: bool
-    ) -> dict[str, Any]:
+    def friction(spec: FunnelSpec, query: FrictionQuery) -> dict[str, Any]:
         from headstart.analytics.friction import friction_points
 
         result = friction_points(
-            synced(wait),
+            synced_warehouse(runtime, wait=query.wait),
             spec,
-            step,
-            mode=mode,
-            as_of=_instant(as_of, "as_of"),
+            query.step,
+            mode=query.mode,
+            as_of=_instant(query.as_of, "as_of"),
             segments=segments(),
         )
         return result.to_dict()
 
     @router.post("/funnels", summary="Run a funnel given as a FunnelSpec")
     def post_funnel(
-        spec: FunnelSpec,
-        as_of: AsOf = None,
-        wait: Wait = False,
-        persons_step: PersonsStep = None,
-        persons_status: PersonsStatus = "reached",
-        persons_limit: PersonsLimit = 100,
+        spec: FunnelSpec, query: Annotated[FunnelQuery, Depends(funnel_query)]
     ) -> dict[str, Any]:
-        return funnel(spec, as_of, wait, persons_step, persons_status, persons_limit)
+        return funnel(spec, query)
 
     @router.get("/funnels", summary="The funnels saved in the plan")
     def list_funnels() -> dict[str, Any]:
-        plan = runtime.plan()
-        funnels = plan.funnels if plan is not None else []
+        funnels = saved_funnels()
         return {"funnels": [spec.model_dump(mode="json", by_alias=True) for spec in funnels]}
 
     @router.get("/funnels/{name}", summary="Run a funnel saved in the plan")
     def get_funnel(
-        name: str,
-        as_of: AsOf = None,
-        wait: Wait = False,
-        persons_step: PersonsStep = None,
-        persons_status: PersonsStatus = "reached",
-        persons_limit: PersonsLimit = 100,
+        name: str, query: Annotated[FunnelQuery, Depends(funnel_query)]
     ) -> dict[str, Any]:
-        spec = saved_funnel(name)
-        return funnel(spec, as_of, wait, persons_step, persons_status, persons_limit)
+        return funnel(saved_funnel(name), query)
 
     @router.post("/friction", summary="Events after a step of a funnel given as a FunnelSpec")
     def post_friction(
-        spec: FunnelSpec,
-        step: FrictionStep,
-        mode: FrictionMode = "between",
-        as_of: AsOf = None,
-        wait: Wait = False,
+        spec: FunnelSpec, query: Annotated[FrictionQuery, Depends(friction_query)]
     ) -> dict[str, Any]:
-        return friction(spec, step, mode, as_of, wait)
+        return friction(spec, query)
 
     @router.get("/funnels/{name}/friction", summary="Events after a step of a saved funnel")
     def get_friction(
-        name: str,
-        step: FrictionStep,
-        mode: FrictionMode = "between",
-        as_of: AsOf = None,
-        wait: Wait = False,
+        name: str, query: Annotated[FrictionQuery, Depends(friction_query)]
     ) -> dict[str, Any]:
-        return friction(saved_funnel(name), step, mode, as_of, wait)
+        return friction(saved_funnel(name), query)
 
     @router.get("/segments", summary="The plan's segments with their sizes")
     def list_segments(as_of: AsOf = None, wait: Wait = False) -> dict[str, Any]:
         from headstart.analytics.funnels import records
         from headstart.analytics.segments import segment_sizes
 
-        sizes = segment_sizes(synced(wait), segments(), as_of=_instant(as_of, "as_of"))
+        sizes = segment_sizes(
+            synced_warehouse(runtime, wait=wait), segments(), as_of=_instant(as_of, "as_of")
+        )
         return {"segments": records(sizes)}
 
     @router.get("/segments/{name}", summary="A segment's definition, size and members")
@@ -175,22 +196,13 @@ def analytics_router(runtime: Runtime) -> APIRouter:
         wait: Wait = False,
         limit: Annotated[int, Query(ge=1, le=100_000, description="How many members.")] = 100,
     ) -> dict[str, Any]:
-        from headstart.analytics.funnels import records
         from headstart.analytics.segments import find_segment, segment_members
 
         spec = find_segment(segments(), name)
-        members = segment_members(synced(wait), spec, as_of=_instant(as_of, "as_of"))
-        return {
-            "segment": {
-                **spec.model_dump(mode="json", exclude={"conditions"}),
-                "conditions": [
-                    condition.model_dump(mode="json", by_alias=True, exclude_unset=True)
-                    for condition in spec.conditions
-                ],
-            },
-            "persons": len(members),
-            "members": records(members.head(limit)),
-        }
+        members = segment_members(
+            synced_warehouse(runtime, wait=wait), spec, as_of=_instant(as_of, "as_of")
+        )
+        return segment_members_view(spec, members, limit)
 
     @router.get(
         "/segments/{name}/persons/{identifier}",
@@ -202,7 +214,7 @@ def analytics_router(runtime: Runtime) -> APIRouter:
         from headstart.analytics.segments import find_segment, in_segment
 
         spec = find_segment(segments(), name)
-        warehouse = synced(wait)
+        warehouse = synced_warehouse(runtime, wait=wait)
         person_id = runtime.state.find_person_id(identifier)
         if person_id is None:
             raise NotFound(f"no person has the identifier {identifier!r}", code="unknown_person")
@@ -210,6 +222,23 @@ def analytics_router(runtime: Runtime) -> APIRouter:
         return {"segment": name, "person_id": person_id, "member": member}
 
     return router
+
+
+def segment_members_view(spec: SegmentSpec, members: pd.DataFrame, limit: int) -> dict[str, Any]:
+    """Build the JSON of a segment's definition, its size and its first ``limit`` members."""
+    from headstart.analytics.funnels import records
+
+    return {
+        "segment": {
+            **spec.model_dump(mode="json", exclude={"conditions"}),
+            "conditions": [
+                condition.model_dump(mode="json", by_alias=True, exclude_unset=True)
+                for condition in spec.conditions
+            ],
+        },
+        "persons": len(members),
+        "members": records(members.head(limit)),
+    }
 
 
 def _instant(value: str | None, field: str) -> int | None:

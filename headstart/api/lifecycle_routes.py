@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from headstart.api.auth import admin_dependency
+from headstart.api.analytics_routes import synced_warehouse
+from headstart.api.auth import admin_router
 from headstart.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -24,14 +25,7 @@ def _text(description: str) -> Any:
 
 
 def lifecycle_router(runtime: Runtime) -> APIRouter:
-    router = APIRouter(
-        prefix="/api", tags=["analytics"], dependencies=[Depends(admin_dependency(runtime))]
-    )
-
-    def synced_warehouse() -> Any:
-        warehouse = runtime.warehouse()
-        warehouse.sync()
-        return warehouse
+    router = admin_router(runtime, prefix="/api", tags=["analytics"], redirect_slashes=True)
 
     @router.get("/retention", summary="Retention matrix by cohort (N-day, unbounded, bracketed)")
     def get_retention(
@@ -69,7 +63,7 @@ def lifecycle_router(runtime: Runtime) -> APIRouter:
         from headstart.analytics.retention import RetentionQuery, run_retention
 
         query = RetentionQuery.from_params(params)
-        return run_retention(synced_warehouse(), query).to_dict()
+        return run_retention(synced_warehouse(runtime), query).to_dict()
 
     @router.get("/ttv", summary="Time-to-value per milestone with Kaplan-Meier curves")
     def get_ttv(
@@ -93,7 +87,7 @@ def lifecycle_router(runtime: Runtime) -> APIRouter:
         from headstart.analytics.ttv import TtvQuery, time_to_value
 
         query = TtvQuery.from_params(params)
-        return time_to_value(synced_warehouse(), query, runtime.plan()).to_dict()
+        return time_to_value(synced_warehouse(runtime), query, runtime.plan()).to_dict()
 
     @router.get("/discover", summary="Early behaviours that predict retention (hypotheses)")
     def get_discover(
@@ -135,6 +129,6 @@ def lifecycle_router(runtime: Runtime) -> APIRouter:
         from headstart.analytics.discovery import DiscoveryQuery, discover
 
         query = DiscoveryQuery.from_params(params)
-        return discover(synced_warehouse(), query).to_dict()
+        return discover(synced_warehouse(runtime), query).to_dict()
 
     return router

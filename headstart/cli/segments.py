@@ -83,22 +83,12 @@ def _local_sizes(warehouse: Any, plan: Plan | None, params: dict[str, Any]) -> d
 def _local_members(
     warehouse: Any, plan: Plan | None, name: str, params: dict[str, Any]
 ) -> dict[str, Any]:
-    from headstart.analytics.funnels import records
     from headstart.analytics.segments import find_segment, segment_members
+    from headstart.api.analytics_routes import segment_members_view
 
     spec = find_segment(_plan_segments(plan), name)
     members = segment_members(warehouse, spec, as_of=parse_as_of(params.get("as_of")))
-    return {
-        "segment": {
-            **spec.model_dump(mode="json", exclude={"conditions"}),
-            "conditions": [
-                condition.model_dump(mode="json", by_alias=True, exclude_unset=True)
-                for condition in spec.conditions
-            ],
-        },
-        "persons": len(members),
-        "members": records(members.head(params["limit"])),
-    }
+    return segment_members_view(spec, members, params["limit"])
 
 
 def _local_membership(
