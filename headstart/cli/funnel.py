@@ -110,30 +110,31 @@ def funnel_command(
         },
     )
     params: dict[str, Any] = {"as_of": as_of}
-    body = None if spec is None else spec.model_dump(mode="json", by_alias=True)
     if friction_after is not None:
         mode = _choice(friction_mode, ("between", "next"), "--friction-mode")
         params.update(step=friction_after, mode=mode)
         path = "/api/friction" if spec is not None else f"/api/funnels/{name}/friction"
-        run_analysis(
-            data_dir,
-            admin_key,
-            ApiRequest(path, params, "POST" if spec is not None else "GET", body),
-            lambda warehouse, plan: _local_friction(warehouse, plan, spec, name, params),
-            render_friction,
-            as_json=as_json,
-        )
-        return
-    if persons is not None:
-        persons_step, persons_status = _selection(persons)
-        params.update(persons_step=persons_step, persons_status=persons_status, persons_limit=limit)
-    path = "/api/funnels" if spec is not None else f"/api/funnels/{name}"
+        local, render = _local_friction, render_friction
+    else:
+        if persons is not None:
+            persons_step, persons_status = _selection(persons)
+            params.update(
+                persons_step=persons_step, persons_status=persons_status, persons_limit=limit
+            )
+        path = "/api/funnels" if spec is not None else f"/api/funnels/{name}"
+        local, render = _local_funnel, render_funnel
+    # An ad-hoc funnel travels as the request body, and a saved one is named in the path.
+    request = (
+        ApiRequest(path, params)
+        if spec is None
+        else ApiRequest(path, params, "POST", spec.model_dump(mode="json", by_alias=True))
+    )
     run_analysis(
         data_dir,
         admin_key,
-        ApiRequest(path, params, "POST" if spec is not None else "GET", body),
-        lambda warehouse, plan: _local_funnel(warehouse, plan, spec, name, params),
-        render_funnel,
+        request,
+        lambda warehouse, plan: local(warehouse, plan, spec, name, params),
+        render,
         as_json=as_json,
     )
 

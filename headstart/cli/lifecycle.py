@@ -31,6 +31,12 @@ DataEndOption = Annotated[
 ByOption = Annotated[
     str | None, typer.Option(help="Group by trait:NAME, channel or experiment:ID.")
 ]
+SignupFromOption = Annotated[
+    str | None, typer.Option(help="Only sign-ups at or after this ISO-8601 time.")
+]
+SignupToOption = Annotated[
+    str | None, typer.Option(help="Only sign-ups before this ISO-8601 time.")
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -118,12 +124,8 @@ def ttv_command(
     goal: Annotated[
         list[str] | None, typer.Option(help="Milestone or activation (repeatable); default: all.")
     ] = None,
-    signup_from: Annotated[
-        str | None, typer.Option(help="Only sign-ups at or after this ISO-8601 time.")
-    ] = None,
-    signup_to: Annotated[
-        str | None, typer.Option(help="Only sign-ups before this ISO-8601 time.")
-    ] = None,
+    signup_from: SignupFromOption = None,
+    signup_to: SignupToOption = None,
     as_of: DataEndOption = None,
     curve_days: Annotated[int, typer.Option(help="Days of survival curve in --json output.")] = 30,
     admin_key: AdminKeyOption = None,
@@ -189,12 +191,8 @@ def discover_command(
     top: Annotated[
         int, typer.Option(help="How many positive and negative candidates to list.")
     ] = 10,
-    signup_from: Annotated[
-        str | None, typer.Option(help="Only sign-ups at or after this ISO-8601 time.")
-    ] = None,
-    signup_to: Annotated[
-        str | None, typer.Option(help="Only sign-ups before this ISO-8601 time.")
-    ] = None,
+    signup_from: SignupFromOption = None,
+    signup_to: SignupToOption = None,
     as_of: DataEndOption = None,
     admin_key: AdminKeyOption = None,
     as_json: JsonOption = False,
