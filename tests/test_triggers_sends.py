@@ -128,6 +128,22 @@ def test_cap_uses_person_zone(tmp_path: Path) -> None:
     assert by_person.count("la") == 2
 
 
+def test_cap_counts_sends_of_merged_person(tmp_path: Path) -> None:
+    w = world(tmp_path, "  caps:\n    - {channel: email, max: 1, per: 24h}\n", PING_RULE)
+    w.send(person("carol", START - HOUR))
+    # On a new device, still anonymous, she gets one email; then she logs in there.
+    w.send(
+        identify(None, anon="dev1", traits={"email": "carol@example.com"}, at=START),
+        track("Ping", anon="dev1", at=START + 1),
+    )
+    w.send(identify("carol", anon="dev1", at=START + 2))
+    w.send(track("Ping", user="carol", at=START + 3))
+
+    assert len(w.outbox()) == 1
+    assert w.outbox()[0].person_id == w.person_id("carol")
+    assert "cap" in w.decisions("suppressed")[0].reason
+
+
 def test_ignore_caps_rule_bypasses(tmp_path: Path) -> None:
     rules = (
         PING_RULE

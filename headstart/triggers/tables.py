@@ -522,7 +522,8 @@ def move_person_triggers(conn: sqlite3.Connection, from_person: str, to_person: 
             (f"merged into person {to_person}, which has this rule open already", enrollment_id),
         )
         conn.execute("DELETE FROM timers WHERE enrollment_id = ?", (enrollment_id,))
-    for table in ("timers", "inapp_slots", "decisions"):
+    # The outbox moves too: caps count the survivor's sends, the merged person's included.
+    for table in ("timers", "inapp_slots", "decisions", "outbox"):
         conn.execute(
             f"UPDATE {table} SET person_id = ? WHERE person_id = ?", (to_person, from_person)
         )
