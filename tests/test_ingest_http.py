@@ -321,7 +321,7 @@ REJECTED = [
     bad("batch-key-missing", "/v1/batch", {"events": []}, 400, "invalid_batch"),
     bad("batch-not-array", "/v1/batch", {"batch": {"type": "track"}}, 400, "invalid_batch"),
     bad("batch-empty", "/v1/batch", {"batch": []}, 400, "invalid_batch"),
-    bad("batch-sentAt-not-iso", "/v1/batch", {"batch": [{"type": "track", **U1}], "sentAt": "x"}, 400, "invalid_timestamp"),
+    bad("batch-sentAt-not-iso", "/v1/batch", {"batch": [{"type": "track", **U1}], "sentAt": "x"}, 400, "invalid_batch"),
     bad("batch-all-invalid", "/v1/batch", {"batch": [U1, {"type": "buy", "userId": "u1"}, 5]}, 400, "invalid_batch"),
     # Timestamps out of range: live events only go 30 days back, no event over a day ahead.
     bad("live-2-days-ahead", "/v1/track", at(2 * MICROS_PER_DAY), 400, "timestamp_in_future"),
@@ -566,6 +566,28 @@ def test_partial_batch_keeps_valid_events(
     assert view["event_counts"] == {"Page Viewed": 1, "Signed Up": 1}
     assert {event["message_id"] for event in view["recent_events"]} >= {f"{user}-0", f"{user}-5"}
     assert len(view["recent_events"]) == 3
+
+
+@pytest.mark.parametrize("sent_at", ["yesterday", 1714989600])
+def test_bad_batch_sent_at_rejects_only_events_needing_it(
+    http: httpx.Client, live: HeadstartServer, sent_at: object
+) -> None:
+    user = unique("sent-at")
+    own = iso(now_us())
+    batch = [
+        {"type": "track", "userId": user, "event": "Signed Up"},
+        {"type": "track", "userId": user, "event": "Project Created", "sentAt": own},
+    ]
+    body = {"batch": batch, "sentAt": sent_at}
+
+    response = http.post("/v1/batch", json=body, headers=basic(live.data.write_key))
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["accepted"] == 1
+    [rejected] = result["rejected"]
+    assert (rejected["index"], rejected["code"]) == (0, "invalid_timestamp")
+    assert f"sentAt={sent_at!r}" in rejected["message"]
 
 
 def test_dedup_within_batch(

@@ -48,6 +48,8 @@ class IngestContext:
     received_at: int
     historical: bool = False
     batch_sent_at: int | None = None
+    # Why the batch's sentAt is unusable; events that would rely on it are rejected.
+    batch_sent_at_error: str | None = None
     blocklist: frozenset[str] = field(default_factory=frozenset)
     limits: Limits = field(default_factory=Limits)
 
@@ -269,6 +271,8 @@ def _event_time(
     client_ts = _parse_time(timestamp, "timestamp") if timestamp else None
     if client_ts is None and original:
         client_ts = _parse_time(original, "originalTimestamp")
+    if not sent_at and ctx.batch_sent_at_error is not None:
+        raise InvalidInput(ctx.batch_sent_at_error, code="invalid_timestamp")
     sent = _parse_time(sent_at, "sentAt") if sent_at else ctx.batch_sent_at
 
     if client_ts is None:

@@ -55,8 +55,10 @@ class IngestService:
         source = self.sources.authenticate(write_key_from(authorization, body))
         historical = source.historical or (historical_flag or "").lower() in TRUE_VALUES
 
+        sent_at_error = None
         if message_type is None:
             items, sent_at, shared_context = _batch_items(body, self.limits)
+            sent_at_error = _sent_at_error(body)
         else:
             items, sent_at, shared_context = [body], None, None
         ctx = IngestContext(
@@ -64,6 +66,7 @@ class IngestService:
             received_at=received_at,
             historical=historical,
             batch_sent_at=sent_at,
+            batch_sent_at_error=sent_at_error,
             blocklist=self.blocklist,
             limits=self.limits,
         )
@@ -126,11 +129,27 @@ def _batch_items(body: Any, limits: Limits) -> tuple[list[Any], int | None, dict
         try:
             parsed_sent_at = parse_iso(sent_at)
         except ValueError:
-            raise InvalidInput(
-                f"sentAt={sent_at!r} is not an ISO-8601 timestamp", code="invalid_timestamp"
-            ) from None
+            parsed_sent_at = None
     context = body.get("context")
     return items, parsed_sent_at, context if isinstance(context, dict) and context else None
+
+
+def _sent_at_error(body: dict[str, Any]) -> str | None:
+    """Describe an unusable batch ``sentAt``; the events that need it are rejected one by one."""
+    sent_at = body.get("sentAt")
+    if sent_at is None:
+        return None
+    if isinstance(sent_at, str):
+        try:
+            parse_iso(sent_at)
+        except ValueError:
+            pass
+        else:
+            return None
+    return (
+        f"the batch's sentAt={sent_at!r} is not an ISO-8601 timestamp, and this event has no "
+        "sentAt of its own; send e.g. 2024-05-01T12:00:00Z"
+    )
 
 
 def _with_shared_context(item: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
