@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from headstart.channels.inapp import verify_user_hash
 from headstart.channels.inbox import ACTIONS, InboxMessage, InboxStore, current_message
 from headstart.channels.push import PushSubscriptions, load_vapid_key, public_key_text
-from headstart.errors import HeadstartError, InvalidInput, NotFound, Unauthorized
+from headstart.errors import HeadstartError, InvalidInput, NotFound, Overloaded, Unauthorized
 from headstart.ingest.normalize import IngestContext, normalize
 from headstart.runtime import Runtime
 from headstart.timeutil import to_iso
@@ -317,7 +317,11 @@ async def _events(
 def _new_messages(
     inbox: InboxStore, user_id: str, runtime: Runtime, cursor: int
 ) -> list[InboxMessage]:
-    return inbox.messages(inbox.person_ids(user_id), runtime.clock.now_us(), after=cursor)
+    try:
+        person_ids = inbox.person_ids(user_id)
+    except Overloaded:
+        return []  # identity is being rebuilt: the stream waits and polls again
+    return inbox.messages(person_ids, runtime.clock.now_us(), after=cursor)
 
 
 def _int_or_zero(text: str | None) -> int:

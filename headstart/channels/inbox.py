@@ -17,8 +17,9 @@ from typing import Any, Literal
 import orjson
 
 from headstart.channels.writes import prefer_polling, write_transaction
+from headstart.errors import Overloaded
 from headstart.sqlite import connect
-from headstart.state.schema import SCHEMA
+from headstart.state.schema import REMAP_AT_KEY, SCHEMA
 from headstart.timeutil import to_iso
 
 Action = Literal["shown", "dismissed", "completed"]
@@ -124,8 +125,17 @@ class InboxStore:
         return inserted
 
     def person_ids(self, user_id: str) -> list[str]:
-        """Return the person of ``user_id`` followed by the persons merged into it."""
+        """Return the person of ``user_id`` followed by the persons merged into it.
+
+        Raises ``Overloaded`` while a rebuild has not yet moved messages to new person ids,
+        because until then an id may name somebody else.
+        """
         with self._lock:
+            if self._conn.execute("SELECT 1 FROM meta WHERE key = ?", (REMAP_AT_KEY,)).fetchone():
+                raise Overloaded(
+                    "identity is being rebuilt after an admin or plan change; retry shortly",
+                    retry_after=2,
+                )
             row = self._conn.execute(
                 "SELECT person_id FROM identifiers WHERE kind = 'user_id' AND value = ?",
                 (user_id,),

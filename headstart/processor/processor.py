@@ -24,6 +24,7 @@ from headstart.plan.match import Predicate, compile_matcher
 from headstart.plan.model import DEFAULT_BLOCKLIST, Plan
 from headstart.processor.workspace import Workspace
 from headstart.profiles.person import Person
+from headstart.state.remap import PersonRemap
 from headstart.state.store import OFFSET_KEY, PLAN_KEY, StateStore
 from headstart.timeutil import Clock, SystemClock
 from headstart.triggers.emit import LogSink
@@ -83,6 +84,7 @@ class Processor:
             trigger_options = TriggerOptions(sink=sink)
         self._trigger_options = trigger_options
         self.decided = DecidedMark(store)
+        self.remap = PersonRemap(store.conn)
         self.compiled = CompiledPlan.build(plan)
         self.triggers = self._trigger_engine(plan)
         self._resolver = IdentityResolver(
@@ -114,6 +116,8 @@ class Processor:
             return False
         logger.info("plan or separations changed (now %s); rebuilding state from the log", digest)
         with self.store.transaction():
+            self.decided.reload()
+            self.remap.begin(self.decided.value)
             self.store.reset_derived()
             self.store.set_meta(PLAN_KEY, digest)
         self.workspace.drop_caches()
@@ -123,6 +127,8 @@ class Processor:
     def run_once(self) -> int:
         """Process one batch; return the number of events applied (0 when caught up)."""
         events = self.log.read(self._offset, self.batch_size)
+        if self.remap.pending:
+            events = self._up_to_remap(events)
         if not events:
             self._fire_timers()
             return 0
@@ -154,6 +160,20 @@ class Processor:
         if self.triggers is not None:
             self.triggers.after_commit()
         return len(events)
+
+    def _up_to_remap(self, events: list[LoggedEvent]) -> list[LoggedEvent]:
+        """Stop a rebuild's replay where the last decided event was, and there move the
+        trigger and delivery rows to the new person ids before later events are decided."""
+        remap_at = self.remap.remap_at
+        assert remap_at is not None
+        if not self.remap.due(self._offset, events[0].seq if events else None):
+            return [event for event in events if event.seq <= remap_at]
+        with self.store.transaction():
+            self.remap.apply()
+        self.workspace.drop_caches()
+        if self.triggers is not None:
+            self.triggers.rollback()
+        return events
 
     def _fire_timers(self) -> None:
         """Fire the trigger timers that are due while no events are waiting."""

@@ -204,6 +204,10 @@ CREATE INDEX IF NOT EXISTS trigger_emits_pending ON trigger_emits (created_at)
     WHERE appended_at IS NULL;
 """
 
+# Meta key present while a rebuild still has to move trigger and delivery rows to new person
+# ids (headstart.state.remap); the in-app API waits until it is gone.
+REMAP_AT_KEY = "rebuild_remap_at"
+
 # Tables emptied when the state is rebuilt from the log. The outbox, inbox and push
 # subscriptions are not among them because they record sends and browser registrations, nor
 # are the trigger tables (enrollments, timers, inapp_slots, decisions, trigger_emits), because
