@@ -2,10 +2,10 @@
 
 A person id is derived from the identifier that created the person, so a rebuild that changes
 identity (an admin separation, a new blocklist) can give a person a new id, and hand the old
-id to somebody else. The outbox, the inbox and the trigger tables are not rebuilt: they record
+id to another person. The outbox, the inbox and the trigger tables are not rebuilt: they record
 what was decided and sent. Before a rebuild, ``begin`` keeps a copy of the identifier map. When
 the replay reaches the last event decided before the rebuild, ``apply`` moves each old person's
-rows to the person that now holds its user id (or, without one, its creating identifier), in
+rows to the person that now has its user id (or, without one, its creating identifier), in
 the processor's transaction. Until then ``pending`` is true and the in-app API waits.
 """
 
@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS rebuild_merged (
 
 
 class PersonRemap:
-    """Operates on the state connection, inside the caller's transaction."""
+    """The identifier map of one rebuild, read and applied inside the caller's transaction."""
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -116,8 +116,8 @@ class PersonRemap:
         return mapping
 
     def _new_id(self, old: str, ids: list[tuple[str, str]]) -> str | None:
-        """Return the person that now holds ``old``'s user id, else its creating identifier,
-        else any of its identifiers; None when none of them is held any more."""
+        """Return the person that now has ``old``'s user id, else its creating identifier,
+        else any of its identifiers; None when no person has any of them now."""
         users = [pair for pair in ids if pair[0] == "user_id"]
         creators = [pair for pair in ids if new_person_id(*pair) == old]
         for kind, value in [*users, *creators, *ids]:
