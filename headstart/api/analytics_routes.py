@@ -86,6 +86,10 @@ def friction_query(
     return FrictionQuery(step, mode, as_of, wait)
 
 
+FunnelParams = Annotated[FunnelQuery, Depends(funnel_query)]
+FrictionParams = Annotated[FrictionQuery, Depends(friction_query)]
+
+
 def synced_warehouse(runtime: Runtime, *, wait: bool = False) -> Warehouse:
     """Sync the server's warehouse with the processed state and return it.
 
@@ -151,9 +155,7 @@ def analytics_router(runtime: Runtime) -> APIRouter:
         return result.to_dict()
 
     @router.post("/funnels", summary="Run a funnel given as a FunnelSpec")
-    def post_funnel(
-        spec: FunnelSpec, query: Annotated[FunnelQuery, Depends(funnel_query)]
-    ) -> dict[str, Any]:
+    def post_funnel(spec: FunnelSpec, query: FunnelParams) -> dict[str, Any]:
         return funnel(spec, query)
 
     @router.get("/funnels", summary="The funnels saved in the plan")
@@ -162,21 +164,15 @@ def analytics_router(runtime: Runtime) -> APIRouter:
         return {"funnels": [spec.model_dump(mode="json", by_alias=True) for spec in funnels]}
 
     @router.get("/funnels/{name}", summary="Run a funnel saved in the plan")
-    def get_funnel(
-        name: str, query: Annotated[FunnelQuery, Depends(funnel_query)]
-    ) -> dict[str, Any]:
+    def get_funnel(name: str, query: FunnelParams) -> dict[str, Any]:
         return funnel(saved_funnel(name), query)
 
     @router.post("/friction", summary="Events after a step of a funnel given as a FunnelSpec")
-    def post_friction(
-        spec: FunnelSpec, query: Annotated[FrictionQuery, Depends(friction_query)]
-    ) -> dict[str, Any]:
+    def post_friction(spec: FunnelSpec, query: FrictionParams) -> dict[str, Any]:
         return friction(spec, query)
 
     @router.get("/funnels/{name}/friction", summary="Events after a step of a saved funnel")
-    def get_friction(
-        name: str, query: Annotated[FrictionQuery, Depends(friction_query)]
-    ) -> dict[str, Any]:
+    def get_friction(name: str, query: FrictionParams) -> dict[str, Any]:
         return friction(saved_funnel(name), query)
 
     @router.get("/segments", summary="The plan's segments with their sizes")

@@ -133,7 +133,7 @@ def funnel_command(
         data_dir,
         admin_key,
         request,
-        lambda warehouse, plan: local(warehouse, plan, spec, name, params),
+        lambda warehouse, plan: local(warehouse, plan, _chosen(plan, spec, name), params),
         render,
         as_json=as_json,
     )
@@ -246,6 +246,11 @@ def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
     return value
 
 
+def _chosen(plan: Plan | None, spec: FunnelSpec | None, name: str | None) -> FunnelSpec:
+    """Return the ad-hoc ``spec``, or without one the funnel saved in the plan as ``name``."""
+    return spec if spec is not None else _saved(plan, name)
+
+
 def _saved(plan: Plan | None, name: str | None) -> FunnelSpec:
     funnels = plan.funnels if plan is not None else []
     for spec in funnels:
@@ -256,15 +261,10 @@ def _saved(plan: Plan | None, name: str | None) -> FunnelSpec:
 
 
 def _local_funnel(
-    warehouse: Any,
-    plan: Plan | None,
-    spec: FunnelSpec | None,
-    name: str | None,
-    params: dict[str, Any],
+    warehouse: Any, plan: Plan | None, spec: FunnelSpec, params: dict[str, Any]
 ) -> dict[str, Any]:
     from headstart.analytics.funnels import PersonSelection, run_funnel
 
-    chosen = spec if spec is not None else _saved(plan, name)
     selection = None
     if params.get("persons_step") is not None:
         selection = PersonSelection(
@@ -272,7 +272,7 @@ def _local_funnel(
         )
     result = run_funnel(
         warehouse,
-        chosen,
+        spec,
         as_of=parse_as_of(params.get("as_of")),
         segments=plan.segments if plan is not None else (),
         persons=selection,
@@ -281,18 +281,13 @@ def _local_funnel(
 
 
 def _local_friction(
-    warehouse: Any,
-    plan: Plan | None,
-    spec: FunnelSpec | None,
-    name: str | None,
-    params: dict[str, Any],
+    warehouse: Any, plan: Plan | None, spec: FunnelSpec, params: dict[str, Any]
 ) -> dict[str, Any]:
     from headstart.analytics.friction import friction_points
 
-    chosen = spec if spec is not None else _saved(plan, name)
     result = friction_points(
         warehouse,
-        chosen,
+        spec,
         params["step"],
         mode=params["mode"],
         as_of=parse_as_of(params.get("as_of")),
