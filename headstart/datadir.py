@@ -17,7 +17,7 @@ from typing import IO
 
 import orjson
 
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, NotFound
 from headstart.plan.load import load_plan
 from headstart.plan.model import Plan
 
@@ -31,6 +31,20 @@ class DataDir:
         path = Path(root).expanduser().resolve()
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
+
+    @classmethod
+    def existing(cls, root: Path | str) -> DataDir:
+        """Return a data directory that has an event log or a plan. Commands that only read
+        use it, so a mistyped ``--data-dir`` fails instead of creating an empty directory."""
+        path = Path(root).expanduser().resolve()
+        directory = cls(path)
+        if not (directory.log_path.is_file() or directory.plan_path.is_file()):
+            raise NotFound(
+                f"{path} is not a headstart data directory (no log.sqlite or plan.yaml); "
+                "check --data-dir or HEADSTART_DATA_DIR, or start one with "
+                "`headstart plan apply FILE -d DIR`"
+            )
+        return directory
 
     @property
     def log_path(self) -> Path:

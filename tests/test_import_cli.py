@@ -6,6 +6,7 @@ import json
 import sqlite3
 import subprocess
 
+import pytest
 from conftest import headstart_command, run_cli
 
 
@@ -98,3 +99,26 @@ def test_csv_mapping_errors_name_the_fix(data_dir, tmp_path):
 
     assert result.returncode == 1
     assert "'user' is not mappable; use one of userId" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["report"], id="report"),
+        pytest.param(["person", "ada"], id="person"),
+        pytest.param(["funnel", "--step", "Signed Up", "--step", "Paid"], id="funnel"),
+        pytest.param(["segments"], id="segments"),
+        pytest.param(["messages", "list"], id="messages"),
+    ],
+)
+def test_read_command_rejects_missing_data_dir(tmp_path, command):
+    missing = tmp_path / "headstart-dta"
+    result = subprocess.run(
+        headstart_command(*command, "--data-dir", str(missing)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "is not a headstart data directory" in result.stderr
+    assert not missing.exists()

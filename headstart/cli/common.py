@@ -32,7 +32,7 @@ DataDirOption = Annotated[
         "--data-dir",
         "-d",
         envvar="HEADSTART_DATA_DIR",
-        help="Data directory (created if missing).",
+        help="Data directory.",
         show_default=True,
     ),
 ]

@@ -30,7 +30,7 @@ def merge(
     data_dir: DataDirOption = Path(DEFAULT_DATA_DIR),
 ) -> None:
     """Merge two persons, even two with different user ids (an audited admin action)."""
-    directory = DataDir.create(data_dir)
+    directory = DataDir.existing(data_dir)
     catch_up(directory, quiet=True)
     store = StateStore(directory.state_path)
     record = merge_record(
@@ -58,7 +58,7 @@ def separate(
 
     State is rebuilt from the log, so a wrong merge is undone as if it never happened.
     """
-    directory = DataDir.create(data_dir)
+    directory = DataDir.existing(data_dir)
     store = StateStore(directory.state_path)
     a, b = resolve_identifier(store, first), resolve_identifier(store, second)
     Separations(connect(directory.log_path)).add(a, b, reason, SystemClock().now_us())

@@ -158,7 +158,7 @@ def report(
     from headstart.onboarding.report import build_report, load_cohort
     from headstart.state.store import StateStore
 
-    directory = DataDir.create(data_dir)
+    directory = DataDir.existing(data_dir)
     plan = directory.load_plan()
     if plan is None:
         raise HeadstartError(
@@ -185,7 +185,7 @@ def person(
     from headstart.api.persons import person_view
     from headstart.state.store import StateStore
 
-    directory = DataDir.create(data_dir)
+    directory = DataDir.existing(data_dir)
     catch_up(directory, quiet=as_json)
     store = StateStore(directory.state_path)
     log = SQLiteEventLog(directory.log_path)
@@ -216,7 +216,7 @@ def sources_list(data_dir: DataDirOption = DATA, as_json: JsonOption = False) ->
     """List sources with their key prefix and status."""
     from rich.table import Table
 
-    rows = SourceRegistry(connect(DataDir.create(data_dir).log_path)).list()
+    rows = SourceRegistry(connect(DataDir.existing(data_dir).log_path)).list()
     if as_json:
         print_json(
             [
@@ -250,7 +250,7 @@ def sources_list(data_dir: DataDirOption = DATA, as_json: JsonOption = False) ->
 @sources_app.command("revoke")
 def sources_revoke(name: str, data_dir: DataDirOption = DATA) -> None:
     """Revoke a source's write key; a running server rejects it within a second."""
-    source = SourceRegistry(connect(DataDir.create(data_dir).log_path)).revoke(name)
+    source = SourceRegistry(connect(DataDir.existing(data_dir).log_path)).revoke(name)
     console.print(f"source {source.name} revoked at {to_iso(source.revoked_at)}")
 
 
@@ -278,7 +278,7 @@ def plan_apply(file: Path, data_dir: DataDirOption = DATA) -> None:
 @admin_app.command("rotate-key")
 def admin_rotate_key(data_dir: DataDirOption = DATA) -> None:
     """Replace the admin key and print the new one (ignored while HEADSTART_ADMIN_KEY is set)."""
-    admin = AdminKey(connect(DataDir.create(data_dir).log_path))
+    admin = AdminKey(connect(DataDir.existing(data_dir).log_path))
     print(admin.rotate())
 
 
@@ -290,7 +290,7 @@ lifecycle_commands.register(app)
 @admin_app.command("process")
 def admin_process(data_dir: DataDirOption = DATA) -> None:
     """Apply every logged event that is not processed yet (no server needed)."""
-    catch_up(DataDir.create(data_dir))
+    catch_up(DataDir.existing(data_dir))
 
 
 def _instant(value: str | None) -> int | None:

@@ -39,7 +39,7 @@ LIST_COLUMNS = ("id", "status", "channel", "rule", "step", "person", "tries", "w
 
 def _outbox(data_dir: Path) -> closing[OutboxStore]:
     """Open the outbox in ``state.sqlite``, to use in a ``with`` block that closes it."""
-    return closing(OutboxStore(DataDir.create(data_dir).state_path))
+    return closing(OutboxStore(DataDir.existing(data_dir).state_path))
 
 
 @messages_app.command("list")

@@ -70,7 +70,7 @@ def fetch(
 
     ``quiet`` hides the progress bar of catching up the processor.
     """
-    directory = DataDir.create(data_dir)
+    directory = DataDir.existing(data_dir)
     url = directory.running_server_url()
     if url is not None:
         return _from_server(url, admin_key, request)

@@ -103,7 +103,7 @@ def _local_membership(
     from headstart.state.store import StateStore
 
     spec = find_segment(_plan_segments(plan), name)
-    store = StateStore(DataDir.create(data_dir).state_path)
+    store = StateStore(DataDir.existing(data_dir).state_path)
     try:
         person_id = store.find_person_id(identifier)
     finally:

@@ -48,7 +48,7 @@ def backtest_command(
     """
     from headstart.triggers.backtest import backtest
 
-    directory = DataDir.create(data_dir)
+    directory = DataDir.existing(data_dir)
     chosen = load_plan(plan) if plan is not None else directory.load_plan()
     if chosen is None:
         raise HeadstartError(
