@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from rich.console import Console
+
+from headstart.cli.render import render_person
 from headstart.cli.tables import (
     format_count,
     format_hours,
@@ -67,3 +71,48 @@ def test_new_table_aligns_numeric_right() -> None:
     assert table.title == "Steps"
     assert [column.header for column in table.columns] == ["step", "units", "share"]
     assert [column.justify for column in table.columns] == ["left", "right", "right"]
+
+
+PERSON: dict[str, Any] = {
+    "person_id": "p1",
+    "user_id": "ada",
+    "identifiers": [{"kind": "user_id", "value": "ada"}],
+    "first_seen": "2024-05-06T10:00:00.000Z",
+    "last_seen": "2024-05-06T10:05:03.807Z",
+    "traits": {},
+    "trait_set_at": {},
+    "onboarding": {
+        "signup_at": "2024-05-06T10:00:00.000Z",
+        "activated": True,
+        "activated_at": "2024-05-06T10:05:03.807Z",
+        "ttv_seconds": 303.807,
+        "milestones": [],
+    },
+    "event_counts": {},
+    "warnings": [],
+    "decisions": [
+        {
+            "at": "2024-05-06T10:00:00.000Z",
+            "rule": "welcome",
+            "step": "1",
+            "kind": "enqueued",
+            "reason": "email message enqueued",
+            "delivery": {"status": "dead", "attempts": 5, "last_error": "550 no mailbox"},
+        }
+    ],
+}
+
+
+def printed_person(person: dict[str, Any]) -> str:
+    console = Console(width=200, record=True)
+    render_person(console, person)
+    return console.export_text()
+
+
+def test_person_view_shows_time_to_value() -> None:
+    assert "activated at 2024-05-06T10:05:03.807Z, time-to-value 303.8 s" in printed_person(PERSON)
+
+
+def test_person_view_shows_failed_delivery() -> None:
+    text = printed_person(PERSON)
+    assert "delivery dead after 5 attempts: 550 no mailbox" in text

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from headstart.cli.tables import format_count, format_percent, format_seconds, new_table
+from headstart.plan.analytics import FunnelStep
 
 STEP_COLUMNS = (
     "step",
@@ -41,7 +42,7 @@ def _codes(out: Console, codes: list[str]) -> None:
 def render_funnel(out: Console, result: dict[str, Any]) -> None:
     spec = result["spec"]
     title = spec.get("name") or " -> ".join(
-        step.get("label") or step["event"] for step in spec["steps"]
+        FunnelStep.model_validate(step).title() for step in spec["steps"]
     )
     out.print(
         f"[bold]funnel[/] {title}: order {spec['order']}, window {spec['window']} from the entry,"

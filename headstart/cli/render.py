@@ -76,10 +76,12 @@ def render_person(console: Console, person: dict[str, Any]) -> None:
     onboarding = person["onboarding"]
     if onboarding is not None:
         state = "activated" if onboarding["activated"] else "not activated"
-        console.print(
-            f"signed up {onboarding['signup_at'] or '-'}; {state}"
-            + (f" at {onboarding['activated_at']}" if onboarding["activated"] else "")
-        )
+        activated = ""
+        if onboarding["activated"]:
+            activated = f" at {onboarding['activated_at']}"
+            if onboarding["ttv_seconds"] is not None:
+                activated += f", time-to-value {onboarding['ttv_seconds']:.1f} s"
+        console.print(f"signed up {onboarding['signup_at'] or '-'}; {state}{activated}")
         table = new_table(("milestone", "reached at", "evidence"), title="Milestones")
         for row in onboarding["milestones"]:
             table.add_row(
@@ -102,5 +104,11 @@ def render_decisions(console: Console, decisions: list[dict[str, Any]]) -> None:
         return
     table = new_table(DECISION_COLUMNS, title="Trigger decisions")
     for row in reversed(decisions):
-        table.add_row(row["at"], row["rule"] or "-", row["step"] or "-", row["kind"], row["reason"])
+        reason = row["reason"]
+        delivery = row.get("delivery")
+        if delivery is not None and delivery["status"] != "sent":
+            reason += f"; delivery {delivery['status']} after {delivery['attempts']} attempts"
+            if delivery["last_error"]:
+                reason += f": {delivery['last_error']}"
+        table.add_row(row["at"], row["rule"] or "-", row["step"] or "-", row["kind"], reason)
     console.print(table)
