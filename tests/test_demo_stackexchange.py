@@ -640,6 +640,8 @@ def test_demo_prints_url_and_keys(demo: DemoSession) -> None:
     assert demo.first.printed("write key").startswith("hs_wk_")
     assert demo.first.printed("admin key").startswith("hs_admin_")
     assert "imported 35368 events (0 duplicates, 0 rejected)" in demo.first.output()
+    admin_key = demo.first.printed("admin key")
+    assert f"export HEADSTART_ADMIN_KEY={admin_key}" in demo.first.output()
 
 
 def test_demo_serves_health_and_report(demo: DemoSession) -> None:

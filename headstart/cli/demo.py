@@ -112,8 +112,17 @@ def _announce(directory: DataDir, setup: DemoSetup, url: str) -> None:
         f'  curl -H "Authorization: Bearer {setup.admin_key or "ADMIN_KEY"}" {url}/api/report',
         f'  curl -u "{setup.write_key}:" -H "Content-Type: application/json" '
         f'-d \'{{"userId": "demo-1", "event": "Signed Up"}}\' {url}/v1/track',
+        "  # the analytics commands ask this server, with the admin key:",
+        f"  export HEADSTART_ADMIN_KEY={setup.admin_key or 'ADMIN_KEY'}",
+        f"  {_program()} ttv -d {directory.root} --within-days 14",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _program() -> str:
+    """Return how this program was started, e.g. .venv/bin/headstart under `make run`."""
+    started = Path(sys.argv[0])
+    return str(started) if started.name == "headstart" else "headstart"
 
 
 def _admin_key_text(setup: DemoSetup) -> str:
