@@ -8,6 +8,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+from rich.console import Console
+
+from headstart.cli import triggers as cli_triggers
 from headstart.datadir import DataDir
 from headstart.log.sqlite_log import SQLiteEventLog
 from headstart.triggers.backtest import backtest
@@ -180,3 +184,29 @@ def test_backtest_is_repeatable(tmp_path: Path) -> None:
         directory.log_path, plan, "import_stuck", window[0], at("2024-05-02T00:00:00Z")
     )
     assert [row["user_id"] for row in narrower["messages"]] == ["u1"]
+
+
+def test_backtest_groups_sends_not_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = Console(width=200, record=True)
+    monkeypatch.setattr(cli_triggers, "console", recorder)
+    rows = [
+        {
+            "decision": "suppressed",
+            "reason": "no recipient for channel email",
+            "at": f"t{i}",
+            "user_id": f"u{i}",
+            "person_id": f"p{i}",
+        }
+        for i in range(3)
+    ] + [
+        {"decision": "suppressed", "reason": "cap", "at": "t9", "user_id": None, "person_id": "p9"}
+    ]
+
+    cli_triggers._render_not_sent(rows)
+
+    lines = [line for line in recorder.export_text().splitlines() if "suppressed" in line]
+    assert len(lines) == 2
+    assert "no recipient for channel email" in lines[0]
+    assert "│ 3 " in lines[0]
+    assert "│ t0 " in lines[0]
+    assert "p9" in lines[1]

@@ -84,8 +84,10 @@ def _instant(value: str, option: str) -> int:
 def _render(report: dict[str, Any]) -> None:
     console.print(
         f"[bold]Backtest of {report['rule']}[/] from {report['since']} to {report['until']}: "
-        f"{report['events_replayed']} events replayed, {report['persons_entered']} persons entered "
-        f"({report['enrollments']} enrollments), {len(report['messages'])} messages"
+        f"{_count(report['events_replayed'], 'event')} replayed, "
+        f"{_count(report['persons_entered'], 'person')} entered "
+        f"({_count(report['enrollments'], 'enrollment')}), "
+        f"{_count(len(report['messages']), 'message')}"
     )
     messages = Table(title="Messages it would have sent")
     for column in ("at", "user", "channel", "step", "template", "content"):
@@ -104,11 +106,34 @@ def _render(report: dict[str, Any]) -> None:
     console.print(messages)
     if len(report["messages"]) > SHOWN_ROWS:
         err_console.print(f"... and {len(report['messages']) - SHOWN_ROWS} more; --json lists all")
-    for row in report["not_sent"][:SHOWN_ROWS]:
-        console.print(
-            f"[yellow]{row['decision']}[/] {row['at']} {row['user_id'] or row['person_id']}: {row['reason']}"
-        )
+    _render_not_sent(report["not_sent"])
     if report["emitted"]:
         console.print(f"{len(report['emitted'])} events would have been emitted")
     summary = ", ".join(f"{kind} {count}" for kind, count in report["decisions"].items())
     console.print(f"decisions: {summary or 'none'}")
+
+
+def _render_not_sent(rows: list[dict[str, Any]]) -> None:
+    """Print the sends that did not happen, one line per decision and reason, with a count."""
+    if not rows:
+        return
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["decision"], row["reason"]), []).append(row)
+    table = Table(title="Sends it would not have made")
+    for column in ("decision", "reason", "count", "first", "example user"):
+        table.add_column(column)
+    for (decision, reason), group in sorted(groups.items(), key=lambda item: -len(item[1])):
+        first = group[0]
+        table.add_row(
+            decision,
+            reason,
+            str(len(group)),
+            first["at"],
+            first["user_id"] or first["person_id"],
+        )
+    console.print(table)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
