@@ -795,3 +795,20 @@ def test_export_then_import_twice(tmp_path: Path) -> None:
     assert "was already imported" in second.stdout
     assert f"0 events logged, {len(lines)} duplicates skipped, 0 rejected" in forced.stdout
     assert report["signups"] == meta_joined_reference()
+
+
+def test_saved_funnel_and_segments_match_demo_docs(demo: DemoSession, tmp_path: Path) -> None:
+    root = str(demo.copy_snapshot(tmp_path / "data"))
+    funnel = orjson.loads(run_cli("funnel", "--name", "onboarding", "--json", "-d", root).stdout)
+    segments = orjson.loads(run_cli("segments", "--json", "-d", root).stdout)["segments"]
+    report = orjson.loads(run_cli("report", "--json", "-d", root).stdout)
+
+    assert [(s["label"], s["units"]) for s in funnel["steps"]] == [
+        ("Signed Up", 9713),
+        ("Completed profile", 3711),
+        ("Participated", 707),
+    ]
+    sizes = {row["segment"]: row["persons"] for row in segments}
+    assert sizes == {"participants": 2125, "profile_only": 3309}
+    reached = {row["milestone"]: row["reached"] for row in report["milestones"]}
+    assert sizes["participants"] == reached["Participated"]
