@@ -122,3 +122,38 @@ def test_read_command_rejects_missing_data_dir(tmp_path, command):
     assert result.returncode != 0
     assert "is not a headstart data directory" in result.stderr
     assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        pytest.param(
+            ["--window", "30"],
+            "window: expected a duration such as 30m, 12h, 7d or 2w; got '30'",
+            id="window",
+        ),
+        pytest.param(
+            ["--order", "sequential"],
+            "order: Input should be 'ordered', 'strict' or 'any'; got 'sequential'",
+            id="order",
+        ),
+    ],
+)
+def test_funnel_option_error_names_value(data_dir, option, message):
+    result = subprocess.run(
+        headstart_command(
+            "funnel",
+            "--step",
+            "Signed Up",
+            "--step",
+            "Paid",
+            *option,
+            "--data-dir",
+            str(data_dir.root),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.split())

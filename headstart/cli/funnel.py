@@ -184,11 +184,16 @@ def _validated(data: Any, origin: str) -> FunnelSpec:
     try:
         return FunnelSpec.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'funnel'}: {error['msg']}"
-            for error in exc.errors()
-        )
+        problems = "; ".join(_problem(error) for error in exc.errors())
         raise InvalidInput(f"invalid funnel in {origin}: {problems}") from None
+
+
+def _problem(error: Any) -> str:
+    """Name the field, then the validator's own message or pydantic's with the given value."""
+    field = ".".join(str(part) for part in error["loc"]) or "funnel"
+    if error["type"] == "value_error":
+        return f"{field}: {error['ctx']['error']}"
+    return f"{field}: {error['msg']}; got {error.get('input')!r}"
 
 
 def _where(text: str, steps: int) -> tuple[int, str, Any]:
