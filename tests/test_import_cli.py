@@ -129,7 +129,7 @@ def test_read_command_rejects_missing_data_dir(tmp_path, command):
     [
         pytest.param(
             ["--window", "30"],
-            "window: expected a duration such as 30m, 12h, 7d or 2w; got '30'",
+            "window: expected a duration such as 90s, 15m, 2h, 3d or 1w; got '30'",
             id="window",
         ),
         pytest.param(

@@ -8,7 +8,6 @@ with examples.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,15 +20,11 @@ from pydantic import (
     model_validator,
 )
 
+from headstart.plan.durations import parse_duration
 from headstart.plan.model import EventMatcher, Name
-from headstart.timeutil import MICROS_PER_SECOND, parse_iso
+from headstart.timeutil import parse_iso
 
 MAX_STEPS = 20
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-# The maximum conversion window or look-back period of a saved analysis.
-MAX_DURATION_US = 3650 * 86_400 * MICROS_PER_SECOND
-
 OrderMode = Literal["ordered", "strict", "any"]
 EntryRule = Literal["first", "any"]
 Attribution = Literal["first_touch", "last_touch", "per_step"]
@@ -44,13 +39,7 @@ class _Strict(BaseModel):
 
 def duration_us(text: str) -> int:
     """Parse a duration such as ``90s``, ``30m``, ``12h``, ``7d`` or ``2w`` into microseconds."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise ValueError(f"expected a duration such as 30m, 12h, 7d or 2w; got {text!r}")
-    micros = round(float(match.group(1)) * _UNITS[match.group(2)] * MICROS_PER_SECOND)
-    if micros <= 0 or micros > MAX_DURATION_US:
-        raise ValueError(f"duration {text!r} must be above zero and at most 3650d")
-    return micros
+    return parse_duration(text)
 
 
 def _check_duration(value: str) -> str:

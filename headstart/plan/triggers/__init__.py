@@ -13,17 +13,15 @@ The models live in one module per part of a rule: ``entries``, ``steps``, ``cond
 from this package.
 """
 
+from headstart.plan.durations import MAX_DURATION_US, format_duration, parse_duration
 from headstart.plan.triggers.base import (
-    MAX_DURATION_US,
     ChannelRef,
     Duration,
     KeyPath,
     LocalTime,
     TraitName,
     ZoneName,
-    format_duration,
     local_time_parts,
-    parse_duration,
 )
 from headstart.plan.triggers.conditions import Condition
 from headstart.plan.triggers.entries import Entry
