@@ -24,6 +24,7 @@ from headstart.analytics.warehouse import (
 from headstart.datadir import DataDir, DirectoryBusy
 from headstart.plan.load import parse_plan
 from tests.helpers.pipeline import T0, Pipeline, alias, identify, message, track
+from tests.helpers.triggers import TriggerWorld, at, plan_with
 
 HOUR = 3_600_000_000
 
@@ -398,3 +399,41 @@ def test_loaders_fill_tables() -> None:
     assert persons.fetchall() == [("p1", T0, "pro")]
     milestones = conn.execute("SELECT person_id, milestone, epoch_us(reached_at) FROM milestones")
     assert milestones.fetchall() == [("p1", "m", T0 + HOUR)]
+
+
+def test_emitted_events_stay_out(tmp_path: Path) -> None:
+    rules = """\
+triggers:
+  fallback_timezone: UTC
+  rules:
+    - name: nudge
+      entry: {event: Signed Up}
+      steps:
+        - {wait: 2d}
+        - {emit: Nudge Planned, properties: {why: no activity}}
+"""
+    start = at("2024-05-01T10:00:00Z")
+    world = TriggerWorld(tmp_path / "data", plan_with(rules), start)
+    world.send(*[track("Signed Up", user=f"u{i}", at=start) for i in range(3)])
+    world.advance(start + 3 * 86_400_000_000)
+    logged = world.log.connection.execute(
+        "SELECT count(*) FROM events WHERE event = 'Nudge Planned'"
+    ).fetchone()
+    world.close()
+    warehouse = Warehouse(duckdb.connect(), DataDir(tmp_path / "data"))
+    warehouse.sync()
+
+    names = warehouse.conn.execute("SELECT event, count(*) FROM events GROUP BY 1").fetchall()
+    assert logged == (3,)
+    assert names == [("Signed Up", 3)]
+
+
+def test_older_warehouse_version_rebuilds(tmp_path: Path) -> None:
+    pipeline, warehouse = open_pipeline(tmp_path / "old")
+    pipeline.send(*JOURNEY)
+    warehouse.sync()
+    mark = warehouse.conn.execute("SELECT plan_hash FROM warehouse_sync").fetchone()
+    assert mark is not None and mark[0].endswith("/v2")
+    warehouse.conn.execute("UPDATE warehouse_sync SET plan_hash = ?", [mark[0][: -len("/v2")]])
+
+    assert warehouse.sync().rebuilt is True

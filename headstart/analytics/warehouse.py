@@ -75,6 +75,11 @@ INSERT INTO warehouse_sync SELECT 0, '', 0 WHERE NOT EXISTS (SELECT 1 FROM wareh
 """
 
 DATA_TABLES = ("events", "persons", "milestones")
+# Part of the sync mark: a warehouse written by an older version is rebuilt, not extended.
+WAREHOUSE_VERSION = "2"
+# Events that trigger rules emit come from this source. They record what headstart did, not
+# what the person did, so analyses would count them as activity: they stay out.
+EMITTED_SOURCE = "headstart"
 
 Instant = int | str | datetime
 
@@ -340,7 +345,7 @@ class Warehouse:
     def _sync_from(self, state: sqlite3.Connection, log: sqlite3.Connection) -> SyncReport:
         meta = dict(state.execute("SELECT key, value FROM meta").fetchall())
         offset = int(meta.get("log_offset") or 0)
-        plan_hash = str(meta.get("plan_hash") or "")
+        plan_hash = f"{meta.get('plan_hash') or ''}/v{WAREHOUSE_VERSION}"
         mark = self._mark()
         rebuild = mark.plan_hash != plan_hash or offset < mark.offset
         if not rebuild and offset == mark.offset:
@@ -415,19 +420,23 @@ class Warehouse:
     def _copy_events(
         self, state: sqlite3.Connection, log: sqlite3.Connection, after: int, upto: int
     ) -> int:
-        """Copy log events with ``after < seq <= upto`` that belong to a person."""
+        """Copy log events with ``after < seq <= upto`` that belong to a person, except the
+        ones trigger rules emitted."""
         copied = 0
         cursor = after
+        emitted = _source_id(log, EMITTED_SOURCE)
         while cursor < upto:
             rows = log.execute(
-                "SELECT seq, message_id, type, event, user_id, anonymous_id, timestamp, body"
-                " FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                "SELECT seq, message_id, type, event, user_id, anonymous_id, timestamp, body,"
+                " source_id FROM events WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
                 (cursor, upto, SYNC_CHUNK_ROWS),
             ).fetchall()
             if not rows:
                 break
             cursor = int(rows[-1][0])
-            copied += self._insert_events(state, rows)
+            kept = [row[:-1] for row in rows if row[-1] != emitted]
+            if kept:
+                copied += self._insert_events(state, kept)
         return copied
 
     def _insert_events(self, state: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
@@ -576,3 +585,12 @@ def _trait_values(doc: bytes) -> str:
     """Return a person document's traits as a JSON object of current values."""
     traits = orjson.loads(doc).get("traits") or {}
     return orjson.dumps({name: entry[0] for name, entry in traits.items()}).decode()
+
+
+def _source_id(log: sqlite3.Connection, name: str) -> str | None:
+    """Return the id of the source called ``name``, or None when the log has none."""
+    try:
+        row = log.execute("SELECT source_id FROM sources WHERE name = ?", (name,)).fetchone()
+    except sqlite3.OperationalError:  # a log without a sources table yet
+        return None
+    return None if row is None else str(row[0])
