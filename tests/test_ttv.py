@@ -226,6 +226,11 @@ CHANNEL_CASES = [
         ],
         "ads",
     ),
+    (
+        "referrer-without-page-url",
+        [{"properties": {"referrer": "https://news.example.org/story"}}],
+        "news.example.org",
+    ),
     ("no-signal", [{"properties": {"plan": "x"}}], "(none)"),
 ]
 

@@ -138,7 +138,7 @@ def _channel_sql(as_of_param: str) -> str:
     page_host = f"lower(regexp_extract({page_url}, '{_HOST}', 1))"
     referrer_host = f"lower(regexp_extract({referrer}, '{_HOST}', 1))"
     external_referrer = (
-        f"CASE WHEN {referrer_host} <> {page_host} "
+        f"CASE WHEN {referrer_host} IS DISTINCT FROM {page_host} "
         f"THEN regexp_replace({referrer_host}, '^www\\.', '') END"
     )
     signal = f"""lower(coalesce(
