@@ -295,3 +295,28 @@ def test_merged_devices_join_behaviour_and_outcome(tmp_path: Path) -> None:
     assert table(result, "Invite, once in the first 7 days") == (1, 1)
     warehouse.close()
     pipeline.close()
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Honolulu", "Asia/Tokyo"])
+@pytest.mark.parametrize(
+    ("last_access", "retained"),
+    [
+        pytest.param("2024-01-31", 0, id="date-only-is-utc-midnight"),
+        pytest.param("2024-01-31T12:00:00", 1, id="no-offset-is-utc"),
+        pytest.param("2024-01-31T11:00:00+02:00", 0, id="offset"),
+    ],
+)
+def test_trait_after_reads_times_as_utc(zone: str, last_access: str, retained: int) -> None:
+    signup = T0 + 10 * 3600 * 1_000_000  # 2024-01-01T10:00Z: day 30 starts 2024-01-31T10:00Z
+    conn = build([("a", "Invite", signup, {})], {"a": signup}, {"a": {"last_access": last_access}})
+    conn.execute(f"SET TimeZone = '{zone}'")
+    query = DiscoveryQuery(
+        outcome="trait_after",
+        outcome_trait="last_access",
+        retention_day=30,
+        min_doers=1,
+        min_share=0.0,
+    )
+    result = discover(conn, query)
+    assert result.population == 1
+    assert result.retained == retained

@@ -425,7 +425,8 @@ def _outcome_sql(query: DiscoveryQuery, params: Params, as_of_param: str) -> str
 
 def _instant_sql(text_sql: str) -> str:
     """Return SQL for the UTC microseconds of an ISO-8601 text; no offset means UTC."""
-    with_offset = rf"regexp_matches({text_sql}, '([zZ]|[+-]\d\d(:?\d\d)?)$')"
+    # An offset follows a time of day; the end of a date such as 2024-01-31 is not one.
+    with_offset = rf"regexp_matches({text_sql}, '\d\d:\d\d.*([zZ]|[+-]\d\d(:?\d\d)?)$')"
     return (
         f"CASE WHEN {with_offset} THEN epoch_us(TRY_CAST({text_sql} AS TIMESTAMPTZ))"
         f" ELSE epoch_us(TRY_CAST({text_sql} AS TIMESTAMP)) END"
