@@ -21,6 +21,7 @@ from headstart.analytics.funnels import (
     run_funnel,
 )
 from headstart.analytics.warehouse import create_schema, load_events, load_persons
+from headstart.cli.funnel import _where
 from headstart.errors import InvalidInput, NotFound, PlanError
 from headstart.plan.analytics import FunnelSpec, SegmentSpec
 from headstart.plan.load import parse_plan
@@ -691,3 +692,19 @@ segments:
 def test_step_title_names_filters(step: dict[str, Any], title: str) -> None:
     spec = FunnelSpec.model_validate({"steps": [{"event": "Signed Up"}, step]})
     assert spec.steps[1].title() == title
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        pytest.param("NO", "NO", id="country-code"),
+        pytest.param("no", "no", id="answer"),
+        pytest.param("on", "on", id="on"),
+        pytest.param("true", True, id="true"),
+        pytest.param("3", 3, id="number"),
+        pytest.param("[pro, team]", ["pro", "team"], id="list"),
+        pytest.param("Pricing", "Pricing", id="text"),
+    ],
+)
+def test_cli_where_value(text: str, value: Any) -> None:
+    assert _where(f"2:key={text}", 2) == (2, "key", value)

@@ -207,11 +207,22 @@ def _where(text: str, steps: int) -> tuple[int, str, Any]:
     index = int(number)
     if not 1 <= index <= steps:
         raise InvalidInput(f"--where {text!r} names step {index}; there are {steps} steps")
+    return index, key.strip(), _value(value)
+
+
+def _value(text: str) -> Any:
+    """Read a filter value as YAML, except that only true and false are booleans.
+
+    YAML 1.1 also reads yes, no, on and off as booleans, which would turn a country code
+    such as NO or a survey answer into false.
+    """
     try:
-        parsed = yaml.safe_load(value) if value else ""
+        parsed = yaml.safe_load(text) if text else ""
     except yaml.YAMLError:
-        parsed = value
-    return index, key.strip(), parsed
+        return text
+    if isinstance(parsed, bool) and text.strip().lower() not in ("true", "false"):
+        return text
+    return parsed
 
 
 def _exclusion(text: str) -> dict[str, Any]:
