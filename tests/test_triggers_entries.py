@@ -10,7 +10,7 @@ import pytest
 
 from headstart.timeutil import MICROS_PER_DAY, MICROS_PER_HOUR
 from tests.helpers.pipeline import identify, track
-from tests.helpers.triggers import TriggerWorld, at, plan_with
+from tests.helpers.triggers import TriggerWorld, at, plan_with, to_record
 
 T0 = at("2024-05-06T10:00:00Z")  # a Monday, 12:00 in Europe/Berlin
 HOUR = MICROS_PER_HOUR
@@ -296,3 +296,57 @@ def test_segment_entry(tmp_path: Path) -> None:
     w.send(track("Report Viewed", user="u1", at=T0 + 11))
     assert len(w.outbox()) == 1  # still a member: no new entry
     assert w.decisions("entered")[0].reason == "entered segment power_users"
+
+
+# ---- events that were old when received -------------------------------------------------
+
+
+def send_received(w: TriggerWorld, received_at: int, *messages: dict[str, Any]) -> None:
+    w.log.append([to_record(raw, received_at) for raw in messages])
+    w.process()
+
+
+@pytest.mark.parametrize(
+    ("age", "entered"),
+    [
+        pytest.param(HOUR, True, id="an-hour-late-enters"),
+        pytest.param(DAY, True, id="at-the-limit-enters"),
+        pytest.param(DAY + 1, False, id="older-is-history"),
+    ],
+)
+def test_old_event_starts_no_journey(tmp_path: Path, age: int, entered: bool) -> None:
+    w = world(tmp_path, EVENT_RULE + ABSENCE_RULE)
+    w.clock.set(T0 + age)
+    send_received(
+        w,
+        T0 + age,
+        identify("u1", traits={"email": "ada@example.com"}, at=T0 - 1),
+        track("Signed Up", user="u1", at=T0, properties={"plan": "pro", "seats": 5}),
+        track("Import Started", user="u1", at=T0, properties={"import_id": "a"}),
+    )
+    w.advance(T0 + 2 * DAY)
+    assert len(w.outbox()) == (2 if entered else 0)
+    assert bool(w.enrollments()) is entered
+    assert w.decisions("not_entered") == []
+
+
+def test_old_event_still_ends_a_journey(tmp_path: Path) -> None:
+    w = world(tmp_path, ABSENCE_RULE)
+    w.send(track("Import Started", user="u1", at=T0, properties={"import_id": "a"}))
+    send_received(
+        w,
+        T0 + 3 * DAY,
+        track("Import Finished", user="u1", at=T0 + HOUR, properties={"import_id": "a"}),
+    )
+    assert w.enrollments() == [("import_stuck", "a", "cancelled")]
+
+
+def test_old_event_age_is_configurable(tmp_path: Path) -> None:
+    w = world(tmp_path, EVENT_RULE, extra="  max_event_age: 30d\n")
+    send_received(
+        w,
+        T0 + 7 * DAY,
+        identify("u1", traits={"email": "ada@example.com"}, at=T0 - 1),
+        track("Signed Up", user="u1", at=T0, properties={"plan": "pro", "seats": 5}),
+    )
+    assert len(w.outbox()) == 1

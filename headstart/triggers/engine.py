@@ -177,8 +177,20 @@ class TriggerEngine:
         open_enrollments = PersonEnrollments(
             self.tables, person.person_id, new_person=moment.new_person
         )
+        stale = (
+            not self.options.event_time
+            and event.received_at - event.timestamp > self.settings.max_event_age
+        )
         reaction = Reaction(
-            event, name, facts, moment, trait_event, onboarding_event, open_enrollments, rules
+            event,
+            name,
+            facts,
+            moment,
+            trait_event,
+            onboarding_event,
+            open_enrollments,
+            rules,
+            stale=stale,
         )
         try:
             self._react(reaction, before)

@@ -119,7 +119,7 @@ class Entries:
     ) -> None:
         facts, moment = reaction.facts, reaction.moment
         person_id = reaction.person_id
-        if self.is_open(rule, reaction, key, t):
+        if reaction.stale or self.is_open(rule, reaction, key, t):
             return
         blocked = rule.reentry_blocked(reaction.open.last_entered(rule.name, key), t)
         if blocked is not None:
@@ -156,6 +156,8 @@ class Entries:
         Watches record no decision: they start and end on frequent events, and the
         enrollment row with its timer shows them (see Journey.end).
         """
+        if reaction.stale:
+            return
         enrollment = self._new_enrollment(rule, reaction, key, "watching", started_at, None)
         self.tables.add_timer(due, kind, reaction.person_id, enrollment)
         self.journey.scheduled.append(due)

@@ -80,6 +80,8 @@ class Reaction:
     onboarding_event: bool
     open: PersonEnrollments
     rules: set[str] = field(default_factory=set)
+    # Older than max_event_age when received: it may end journeys but starts none.
+    stale: bool = False
     _context: dict[str, Any] | None = None
 
     @property

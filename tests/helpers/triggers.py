@@ -59,12 +59,16 @@ channels:
 """
 
 
-# Events are imported as history received at this time, so any test date before it is valid.
+# Events without a timestamp are received at this time; any test date before it is valid.
 RECEIVED_AT = parse_iso("2030-01-01T00:00:00Z")
 
 
-def to_record(raw: dict[str, Any]) -> LogRecord:
-    ctx = IngestContext(source_id=SOURCE_ID, received_at=RECEIVED_AT, historical=True)
+def to_record(raw: dict[str, Any], received_at: int | None = None) -> LogRecord:
+    """Log ``raw`` as received when it happened (a live event), or at ``received_at``."""
+    if received_at is None:
+        stamp = raw.get("timestamp")
+        received_at = parse_iso(stamp) if isinstance(stamp, str) else RECEIVED_AT
+    ctx = IngestContext(source_id=SOURCE_ID, received_at=received_at, historical=True)
     return normalize(raw, None, ctx)
 
 

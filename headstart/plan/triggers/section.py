@@ -7,11 +7,12 @@ from typing import Annotated
 from pydantic import Field, field_validator
 
 from headstart.plan.model import Name
-from headstart.plan.triggers.base import StrictModel, TraitName, ZoneName
+from headstart.plan.triggers.base import Duration, StrictModel, TraitName, ZoneName
 from headstart.plan.triggers.conditions import Condition
 from headstart.plan.triggers.rules import Rule
 from headstart.plan.triggers.sending import Cap, InApp, QuietHours
 from headstart.plan.triggers.templates import Template
+from headstart.timeutil import MICROS_PER_SECOND
 
 
 class Triggers(StrictModel):
@@ -20,6 +21,9 @@ class Triggers(StrictModel):
     # The zone for persons without a valid ``timezone`` trait or context.timezone.
     fallback_timezone: ZoneName
     timezone_trait: TraitName = "timezone"
+    # An event that was older than this when headstart received it (imported history, a
+    # historical source, a device long offline) enters no rule and starts no watch.
+    max_event_age: Duration = 24 * 3600 * MICROS_PER_SECOND
     quiet_hours: QuietHours | None = None
     caps: list[Cap] = Field(default_factory=list)
     in_app: InApp = Field(default_factory=InApp)
