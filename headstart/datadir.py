@@ -34,13 +34,15 @@ class DataDir:
 
     @classmethod
     def existing(cls, root: Path | str) -> DataDir:
-        """Return a data directory that has an event log or a plan. Commands that only read
+        """Return a data directory that has an event log, a state or a plan. Commands that read
         use it, so a mistyped ``--data-dir`` fails instead of creating an empty directory."""
         path = Path(root).expanduser().resolve()
         directory = cls(path)
-        if not (directory.log_path.is_file() or directory.plan_path.is_file()):
+        files = (directory.log_path, directory.state_path, directory.plan_path)
+        if not any(file.is_file() for file in files):
             raise NotFound(
-                f"{path} is not a headstart data directory (no log.sqlite or plan.yaml); "
+                f"{path} is not a headstart data directory (no log.sqlite, state.sqlite or "
+                "plan.yaml); "
                 "check --data-dir or HEADSTART_DATA_DIR, or start one with "
                 "`headstart plan apply FILE -d DIR`"
             )

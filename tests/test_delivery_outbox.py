@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import pytest
 from channel_peers import HttpPeer, http_peer
-from conftest import DEFAULT_PLAN, run_cli
+from conftest import DEFAULT_PLAN, headstart_command, run_cli
 
 from headstart.channels.base import ChannelContext, SendResult
 from headstart.delivery.channelset import ChannelSet
@@ -265,6 +266,18 @@ def test_messages_cli(tmp_path: Path):
     shown = json.loads(run_cli("messages", "show", str(dead), "-d", str(root)).stdout)
     assert shown["idempotency_key"] == "dead"
 
+    for action, outbox_id, message in (
+        ("drop", 999, "no outbox row 999"),
+        ("retry", dead + 1, f"outbox row {dead + 1} is pending; only dead or dropped rows"),
+    ):
+        refused = subprocess.run(
+            headstart_command("messages", action, str(outbox_id), "-d", str(root)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert refused.returncode != 0
+        assert message in " ".join(refused.stderr.split())
     assert "1 messages dropped" in run_cli("messages", "drop", "--all-dead", "-d", str(root)).stdout
     retried = run_cli("messages", "retry", str(dead), "-d", str(root)).stdout
     assert "1 messages will be sent again" in retried

@@ -26,7 +26,7 @@ from headstart.cli.common import (
 from headstart.cli.tables import new_table
 from headstart.datadir import DataDir
 from headstart.delivery.outbox import STATUSES, OutboxStore
-from headstart.errors import HeadstartError, InvalidInput
+from headstart.errors import HeadstartError, InvalidInput, NotFound
 from headstart.timeutil import SystemClock, to_iso
 
 messages_app = typer.Typer(
@@ -102,7 +102,7 @@ def retry_messages(
     data_dir: DataDirOption = DATA,
 ) -> None:
     """Make dead (or dropped) messages pending again, with their attempts reset."""
-    changed = _change(data_dir, OutboxStore.retry, outbox_ids, all_dead)
+    changed = _change(data_dir, OutboxStore.retry, outbox_ids, all_dead, ("dead", "dropped"))
     console.print(f"{changed} messages will be sent again")
 
 
@@ -113,7 +113,7 @@ def drop_messages(
     data_dir: DataDirOption = DATA,
 ) -> None:
     """Give up on dead messages; the rows stay (status dropped) so they are never enqueued again."""
-    changed = _change(data_dir, OutboxStore.drop, outbox_ids, all_dead)
+    changed = _change(data_dir, OutboxStore.drop, outbox_ids, all_dead, ("dead",))
     console.print(f"{changed} messages dropped")
 
 
@@ -164,10 +164,26 @@ def _change(
     change: Callable[[OutboxStore, list[int] | None], int],
     outbox_ids: list[int] | None,
     all_dead: bool,
+    allowed: tuple[str, ...],
 ) -> int:
-    """Apply ``change`` (retry or drop) to the selected rows and return how many changed."""
+    """Apply ``change`` (retry or drop) to the selected rows and return how many changed.
+
+    Named rows must exist and have an ``allowed`` status; otherwise nothing changes and the
+    error names the row and its status.
+    """
+    selection = _selection(outbox_ids, all_dead)
     with _outbox(data_dir) as outbox:
-        return change(outbox, _selection(outbox_ids, all_dead))
+        for outbox_id in selection or ():
+            row = outbox.get(outbox_id)
+            if row is None:
+                raise NotFound(f"no outbox row {outbox_id}; `headstart messages list` shows them")
+            if row.status not in allowed:
+                raise InvalidInput(
+                    f"outbox row {outbox_id} is {row.status}; only {' or '.join(allowed)} rows "
+                    "can be changed",
+                    code="wrong_status",
+                )
+        return change(outbox, selection)
 
 
 def _selection(outbox_ids: list[int] | None, all_dead: bool) -> list[int] | None:
