@@ -157,3 +157,55 @@ def test_funnel_option_error_names_value(data_dir, option, message):
     )
     assert result.returncode != 0
     assert message in " ".join(result.stderr.split())
+
+
+def test_csv_row_with_wrong_field_count_is_rejected(data_dir, tmp_path):
+    source = tmp_path / "orders.csv"
+    source.write_text(
+        "customer,placed_at,total\n"
+        "u7,2023-05-02T08:00:00Z,42.5\n"
+        "u7,2023-05-03T08:00:00Z,7,extra\n"
+        "u7,2023-05-04T08:00:00Z\n"
+        "u8,2023-05-05T08:00:00Z,3\n"
+    )
+    result = run_cli(
+        "import",
+        str(source),
+        "--data-dir",
+        str(data_dir.root),
+        "--event",
+        "Order Completed",
+        "--map",
+        "userId=customer",
+        "--map",
+        "timestamp=placed_at",
+    )
+    assert "4 lines: 2 events logged, 0 duplicates skipped, 2 rejected" in result.stdout
+    assert "line 3: invalid_row: the row has 4 fields and the header 3" in result.stderr
+    assert "line 4: invalid_row: the row has 2 fields and the header 3" in result.stderr
+
+
+def test_renamed_copy_forced_in_is_not_doubled(data_dir, tmp_path):
+    line = '{"type": "track", "event": "Invite Sent", "userId": "u1", "timestamp": "2023-03-01T10:00:00Z"}\n'
+    source = tmp_path / "events.ndjson"
+    source.write_text(line * 2)
+    copy = tmp_path / "events-copy.ndjson"
+    copy.write_text(line * 2)
+
+    first = run_cli("import", str(source), "--data-dir", str(data_dir.root))
+    forced = run_cli("import", str(copy), "--data-dir", str(data_dir.root), "--force")
+
+    assert "2 lines: 2 events logged, 0 duplicates skipped" in first.stdout
+    assert "2 lines: 0 events logged, 2 duplicates skipped" in forced.stdout
+    assert log_count(data_dir) == 2
+
+
+def test_file_with_no_valid_line_can_be_imported_again(data_dir, tmp_path):
+    source = tmp_path / "orders.csv"
+    source.write_text("customer,placed_at\nu7,2023-05-02T08:00:00Z\n")
+    common = ["--data-dir", str(data_dir.root), "--event", "Order Completed"]
+    failed = run_cli("import", str(source), *common, "--map", "userId=cust")
+    fixed = run_cli("import", str(source), *common, "--map", "userId=customer")
+
+    assert "0 events logged" in failed.stdout
+    assert "1 events logged" in fixed.stdout

@@ -225,9 +225,7 @@ def _import(
     )
     log = SQLiteEventLog(directory.log_path)
     try:
-        report = import_messages(
-            log, enumerate(export.messages, start=1), ctx, f"demo-{site.name}", progress
-        )
+        report = import_messages(log, enumerate(export.messages, start=1), ctx, progress)
     finally:
         log.close()
     for line, code, message in report.rejected[:20]:

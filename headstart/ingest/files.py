@@ -1,9 +1,11 @@
 """Import history from files: Segment-format NDJSON, and CSV with a column mapping.
 
 Imported events keep their timestamps as written (historical mode). A message without a
-``messageId`` gets one derived from the file name and line content, so importing the same file
-twice does not duplicate events. Invalid lines are reported by line number and skipped; the
-valid ones are kept.
+``messageId`` gets one derived from its content and from how many identical lines came before
+it in the file, so importing the same lines twice, under any file name, does not duplicate
+events while the log remembers their ids (24 to 48 hours), and two identical lines in one file
+stay two events. Invalid lines are reported by line number and skipped; the valid ones are
+kept.
 """
 
 from __future__ import annotations
@@ -103,7 +105,21 @@ def read_ndjson(path: Path) -> Iterator[tuple[int, Any]]:
 
 def read_csv(path: Path, mapping: CsvMapping) -> Iterator[tuple[int, Any]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        for number, row in enumerate(csv.DictReader(handle), start=2):
+        reader = csv.DictReader(handle)
+        for number, row in enumerate(reader, start=2):
+            # DictReader puts extra fields under the key None and fills missing ones with None.
+            if None in row or None in row.values():
+                width = len(reader.fieldnames or ())
+                fields = width + len(row.get(None) or ()) - list(row.values()).count(None)
+                yield (
+                    number,
+                    InvalidInput(
+                        f"the row has {fields} fields and the header {width}; quote values that "
+                        "contain commas",
+                        code="invalid_row",
+                    ),
+                )
+                continue
             try:
                 yield number, mapping.message(row)
             except InvalidInput as exc:
@@ -114,13 +130,13 @@ def import_messages(
     log: EventLog,
     messages: Iterator[tuple[int, Any]],
     ctx: IngestContext,
-    file_key: str,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     """Append valid messages in chunks; ``progress`` gets the number of lines read per chunk."""
     report = ImportReport()
     chunk: list[LogRecord] = []
     lines_in_chunk = 0
+    seen: dict[bytes, int] = {}
     for number, message in messages:
         report.lines += 1
         lines_in_chunk += 1
@@ -128,7 +144,7 @@ def import_messages(
             if isinstance(message, HeadstartError):
                 raise message
             if isinstance(message, dict) and not message.get("messageId"):
-                message["messageId"] = _stable_id(file_key, message)
+                message["messageId"] = _stable_id(message, seen)
             chunk.append(normalize(message, None, ctx))
         except HeadstartError as exc:
             report.rejected.append((number, exc.code, exc.message))
@@ -152,10 +168,12 @@ def _flush(log: EventLog, chunk: list[LogRecord], report: ImportReport) -> None:
     chunk.clear()
 
 
-def _stable_id(file_key: str, message: dict[str, Any]) -> str:
-    digest = hashlib.sha256(
-        file_key.encode() + b"\0" + orjson.dumps(message, option=orjson.OPT_SORT_KEYS)
-    )
+def _stable_id(message: dict[str, Any], seen: dict[bytes, int]) -> str:
+    """Derive an id from the content and the count of identical lines before this one."""
+    content = hashlib.sha256(orjson.dumps(message, option=orjson.OPT_SORT_KEYS)).digest()
+    occurrence = seen.get(content, 0)
+    seen[content] = occurrence + 1
+    digest = hashlib.sha256(content + occurrence.to_bytes(8, "big"))
     return f"import-{digest.hexdigest()[:32]}"
 
 

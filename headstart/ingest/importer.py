@@ -97,14 +97,24 @@ def import_file(
 
     log = SQLiteEventLog(log_path)
     try:
-        report = import_messages(log, messages, ctx, file.resolve().name, progress=progress)
+        report = import_messages(log, messages, ctx, progress=progress)
     finally:
         log.close()
-    control.executescript(SCHEMA)
-    control.execute(
-        "INSERT OR REPLACE INTO imports (digest, file_name, source_id, lines, accepted,"
-        " imported_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (digest, file.name, source_row.source_id, report.lines, report.accepted, ctx.received_at),
-    )
+    # A file none of whose lines was valid is not recorded, so it can be imported again once
+    # the mapping or the file is fixed.
+    if report.accepted or report.duplicates:
+        control.executescript(SCHEMA)
+        control.execute(
+            "INSERT OR REPLACE INTO imports (digest, file_name, source_id, lines, accepted,"
+            " imported_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                digest,
+                file.name,
+                source_row.source_id,
+                report.lines,
+                report.accepted,
+                ctx.received_at,
+            ),
+        )
     control.close()
     return report
