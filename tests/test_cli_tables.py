@@ -89,6 +89,19 @@ PERSON: dict[str, Any] = {
         "milestones": [],
     },
     "event_counts": {},
+    "merges": [
+        {
+            "at": "2024-05-06T10:01:00.000Z",
+            "reason": "identify",
+            "survivor": "p1",
+            "merged": "p2",
+            "detail": {
+                "link": {"kind": "anonymous_id", "value": "phone"},
+                "merged_user_id": None,
+                "merged_anonymous_ids": ["phone"],
+            },
+        }
+    ],
     "warnings": [],
     "decisions": [
         {
@@ -116,3 +129,9 @@ def test_person_view_shows_time_to_value() -> None:
 def test_person_view_shows_failed_delivery() -> None:
     text = printed_person(PERSON)
     assert "delivery dead after 5 attempts: 550 no mailbox" in text
+
+
+def test_person_view_shows_merges() -> None:
+    [line] = [line for line in printed_person(PERSON).splitlines() if "identify" in line]
+    assert "anonymous_id=phone" in line
+    assert "p2" in line

@@ -93,9 +93,30 @@ def render_person(console: Console, person: dict[str, Any]) -> None:
     for name, count in person["event_counts"].items():
         counts.add_row(name, str(count))
     console.print(counts)
+    _render_merges(console, person.get("merges", []))
     for warning in person["warnings"]:
         console.print(f"[yellow]warning[/] {warning['at']}: {warning['message']}")
     render_decisions(console, person.get("decisions", []))
+
+
+def _render_merges(console: Console, merges: list[dict[str, Any]]) -> None:
+    """Print the merge log: when, why, and what the merged person brought along."""
+    if not merges:
+        return
+    table = new_table(("at", "reason", "link", "merged person", "merged ids"), title="Merges")
+    for merge in merges:
+        detail = merge["detail"]
+        link = detail.get("link") or {}
+        merged_ids = [f"user_id={detail['merged_user_id']}"] if detail.get("merged_user_id") else []
+        merged_ids += [f"anonymous_id={value}" for value in detail.get("merged_anonymous_ids", [])]
+        table.add_row(
+            merge["at"] or "-",
+            merge["reason"],
+            f"{link.get('kind')}={link.get('value')}" if link else "-",
+            merge["merged"],
+            ", ".join(merged_ids) or "-",
+        )
+    console.print(table)
 
 
 def render_decisions(console: Console, decisions: list[dict[str, Any]]) -> None:
