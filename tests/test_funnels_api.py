@@ -191,6 +191,14 @@ def test_analytics_errors(
     assert response.json()["code"] == code
 
 
+def test_post_body_read_as_json_without_header(admin: httpx.Client) -> None:
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = admin.post("/api/funnels", content=json.dumps(AD_HOC), headers=form_type)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["steps"][0]["units"] >= 1
+
+
 def test_analytics_needs_admin_key(live: tuple[HeadstartServer, HeadstartDir]) -> None:
     with live[0].client() as http:
         response = http.post("/api/funnels", json=AD_HOC)

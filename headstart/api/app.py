@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headstart import __version__
 from headstart.api.analytics_routes import analytics_router
@@ -23,6 +24,31 @@ from headstart.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 
+class JsonByDefault:
+    """Read the REST API's request bodies as JSON when they come with curl's form type.
+
+    ``curl -d`` sends ``application/x-www-form-urlencoded``; every ``/api/`` body is JSON, as
+    the ingest routes read theirs whatever the header says.
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            scope = {
+                **scope,
+                "headers": [_json_type(name, value) for name, value in scope["headers"]],
+            }
+        await self.app(scope, receive, send)
+
+
+def _json_type(name: bytes, value: bytes) -> tuple[bytes, bytes]:
+    if name == b"content-type" and value.startswith(b"application/x-www-form-urlencoded"):
+        return name, b"application/json"
+    return name, value
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="headstart",
@@ -36,6 +62,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(messages_router(runtime))
     app.include_router(inapp_router(runtime))
     app.add_middleware(InAppCors)
+    app.add_middleware(JsonByDefault)
     app.include_router(identity_router(runtime))
     app.include_router(analytics_router(runtime))
     app.include_router(lifecycle_router(runtime))
