@@ -139,6 +139,21 @@ def problems(text: str) -> list[str]:
             id="empty-quiet-hours",
         ),
         pytest.param(
+            RULE.replace(
+                "  rules:",
+                '  quiet_hours: {start: "21:00", end: "08:00", channels: [emial]}\n  rules:',
+            )
+            + "        - {wait: 1h}\n",
+            "triggers.quiet_hours.channels[0]: channel 'emial' is not configured under channels",
+            id="quiet-hours-unknown-channel",
+        ),
+        pytest.param(
+            RULE.replace("  rules:", "  caps: [{channel: sms, max: 1, per: 24h}]\n  rules:")
+            + "        - {wait: 1h}\n",
+            "triggers.caps[0].channel: channel 'sms' is not configured under channels",
+            id="cap-unknown-channel",
+        ),
+        pytest.param(
             RULE.replace("  rules:", "  caps: [{max: 1, per: weekly}]\n  rules:")
             + "        - {wait: 1h}\n",
             "triggers.caps[0].per",

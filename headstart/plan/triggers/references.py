@@ -22,6 +22,7 @@ def reference_problems(plan: Plan) -> list[tuple[Location, str]]:
     if triggers is None:
         return []
     checker = _References(plan, triggers)
+    checker.settings(triggers)
     for name, conditions in triggers.segments.items():
         checker.conditions(("triggers", "segments", name), conditions, in_segment=True)
     for index, rule in enumerate(triggers.rules):
@@ -38,6 +39,15 @@ class _References:
 
     def add(self, location: Location, message: str) -> None:
         self.problems.append((location, message))
+
+    def settings(self, triggers: Triggers) -> None:
+        """Check the channels that quiet hours and caps name."""
+        quiet = triggers.quiet_hours
+        for index, name in enumerate(quiet.channels or [] if quiet is not None else []):
+            self.channel(("triggers", "quiet_hours", "channels", index), name, None)
+        for index, cap in enumerate(triggers.caps):
+            if cap.channel != "*":
+                self.channel(("triggers", "caps", index, "channel"), cap.channel, None)
 
     def rule(self, at: Location, rule: Rule) -> None:
         if rule.entry.kind == "segment":
