@@ -209,3 +209,16 @@ def test_file_with_no_valid_line_can_be_imported_again(data_dir, tmp_path):
 
     assert "0 events logged" in failed.stdout
     assert "1 events logged" in fixed.stdout
+
+
+def test_saved_funnel_rejects_changes_from_options(data_dir):
+    result = subprocess.run(
+        headstart_command(
+            "funnel", "--name", "onboarding", "--window", "14d", "--data-dir", str(data_dir.root)
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "--window cannot change a funnel given by --name" in " ".join(result.stderr.split())

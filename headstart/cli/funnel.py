@@ -42,14 +42,17 @@ def funnel_command(
     spec_file: Annotated[
         Path | None, typer.Option("--spec", help="Read the funnel from a YAML or JSON file.")
     ] = None,
-    order: Annotated[str, typer.Option(help="ordered, strict or any.")] = "ordered",
+    order: Annotated[str | None, typer.Option(help="ordered (the default), strict or any.")] = None,
     window: Annotated[
-        str, typer.Option(help="Conversion window from the entry, e.g. 30m, 12h, 7d, 2w.")
-    ] = "7d",
+        str | None,
+        typer.Option(help="Conversion window from the entry, e.g. 30m, 12h, 7d (default), 2w."),
+    ] = None,
     entry: Annotated[
-        str,
-        typer.Option(help="first: one attempt per unit; any: every step-1 event, best counts."),
-    ] = "first",
+        str | None,
+        typer.Option(
+            help="first (the default): one attempt per unit; any: every step-1 event, best counts."
+        ),
+    ] = None,
     start: Annotated[
         str | None, typer.Option(help="Entries at or after this ISO-8601 time.")
     ] = None,
@@ -152,6 +155,16 @@ def _spec_from_options(
         raise InvalidInput(
             "give the funnel one way: --step for each step, --name SAVED, or --spec FILE"
         )
+    if name is not None or spec_file is not None:
+        given = [key for key, value in options.items() if value]
+        if where:
+            given.insert(0, "where")
+        if given:
+            flags = ", ".join(f"--{key.replace('_', '-')}" for key in given)
+            raise InvalidInput(
+                f"{flags} cannot change a funnel given by --name or --spec; change the saved "
+                "definition, or give the steps with --step"
+            )
     if name is not None:
         return None
     if spec_file is not None:
