@@ -13,6 +13,7 @@ import pytest
 
 from headstart.channels.inbox import InboxStore
 from headstart.errors import Overloaded
+from headstart.identity.admin import merge_record
 from headstart.plan.load import parse_plan
 from headstart.timeutil import MICROS_PER_HOUR
 from tests.helpers.pipeline import identify, track
@@ -119,3 +120,31 @@ def test_rebuild_without_identity_change_moves_nothing(kiosk: TriggerWorld) -> N
 
     assert kiosk.outbox() == before
     assert kiosk.store.get_meta("rebuild_remap_at") is None
+
+
+def test_separating_an_admin_merge_splits_rows_by_event(tmp_path: Path) -> None:
+    rules = RULES.replace("send: in_app, template: hello", "send: email, template: hello")
+    w = TriggerWorld(tmp_path / "data", plan_with(rules), START)
+    w.send(
+        identify("u1", anon="dev-a", traits={"email": "u1@example.com", "name": "U1"}, at=START),
+        track("Signed Up", user="u1", at=START + 1),
+        identify(
+            "u4", anon="dev-c", traits={"email": "u4@example.com", "name": "U4"}, at=START + 2
+        ),
+        track("Signed Up", user="u4", at=START + 3),
+    )
+    merge = merge_record(("user_id", "u4"), ("user_id", "u1"), "same customer", START + HOUR)
+    w.log.append([merge])
+    w.process()
+    assert w.person_id("u1") == w.person_id("u4")
+
+    assert w.processor.use_plan(w.plan, [(("user_id", "u4"), ("user_id", "u1"))])
+    w.process()
+
+    u1, u4 = w.person_id("u1"), w.person_id("u4")
+    assert u1 != u4
+    recipients = {row.payload["recipient"]: row.person_id for row in w.outbox()}
+    assert recipients == {"u1@example.com": u1, "u4@example.com": u4}
+    assert {d.person_id for d in w.decisions() if d.kind == "entered"} == {u1, u4}
+    owners = w.store.conn.execute("SELECT person_id FROM enrollments ORDER BY enrollment_id")
+    assert [row[0] for row in owners] == [u1, u4]

@@ -169,11 +169,16 @@ class Processor:
         if not self.remap.due(self._offset, events[0].seq if events else None):
             return [event for event in events if event.seq <= remap_at]
         with self.store.transaction():
-            self.remap.apply()
+            self.remap.apply(self._event_ids)
         self.workspace.drop_caches()
         if self.triggers is not None:
             self.triggers.rollback()
         return events
+
+    def _event_ids(self, seqs: list[int]) -> dict[int, tuple[str | None, str | None]]:
+        return {
+            event.seq: (event.user_id, event.anonymous_id) for event in self.log.events_at(seqs)
+        }
 
     def _fire_timers(self) -> None:
         """Fire the trigger timers that are due while no events are waiting."""

@@ -15,6 +15,7 @@ import logging
 import sqlite3
 
 from headstart.processor.workspace import new_person_id
+from headstart.state.remap_rows import EventIds, primary_keys, row_owners, split_persons
 from headstart.state.schema import REMAP_AT_KEY
 
 logger = logging.getLogger(__name__)
@@ -73,22 +74,36 @@ class PersonRemap:
             return False
         return offset >= self.remap_at or (next_seq is not None and next_seq > self.remap_at)
 
-    def apply(self) -> dict[str, str]:
-        """Move the rows of every person whose id changed; return {old id: new id}."""
+    def apply(self, event_ids: EventIds | None = None) -> dict[str, str]:
+        """Move the rows of every person whose id changed; return {old id: new id}.
+
+        ``event_ids`` reads the ids of logged events; with it, the rows of a person that the
+        rebuild split go to the person of the event that started each row.
+        """
         mapping = self._mapping()
+        split = split_persons(self.conn) if event_ids is not None else set()
+        owners = row_owners(self.conn, split, event_ids) if split and event_ids else {}
+        for person_id in split:
+            mapping.setdefault(person_id, person_id)
         if mapping:
             self.conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS person_map (old TEXT PRIMARY KEY, new TEXT)"
             )
             self.conn.execute("DELETE FROM temp.person_map")
             self.conn.executemany("INSERT INTO temp.person_map VALUES (?, ?)", mapping.items())
-            self._move_enrollments(mapping)
+            self._move_enrollments(mapping, owners.get("enrollments", {}))
             for table in PERSON_TABLES:
                 self.conn.execute(
                     f"UPDATE {table} SET person_id = (SELECT new FROM temp.person_map"
                     f" WHERE old = {table}.person_id) WHERE person_id IN"
                     " (SELECT old FROM temp.person_map)"
                 )
+            for table, key in primary_keys():
+                if table != "enrollments" and owners.get(table):
+                    self.conn.executemany(
+                        f"UPDATE {table} SET person_id = ? WHERE {key} = ?",
+                        [(owner, pk) for pk, owner in owners[table].items()],
+                    )
             self.conn.execute("DELETE FROM temp.person_map")
             logger.info("moved trigger and delivery rows of %d persons to new ids", len(mapping))
         self.conn.execute("DELETE FROM rebuild_identities")
@@ -118,8 +133,11 @@ class PersonRemap:
     def _new_id(self, old: str, ids: list[tuple[str, str]]) -> str | None:
         """Return the person that now has ``old``'s user id, else its creating identifier,
         else any of its identifiers; None when no person has any of them now."""
-        users = [pair for pair in ids if pair[0] == "user_id"]
         creators = [pair for pair in ids if new_person_id(*pair) == old]
+        # With several user ids (an admin merge), the one that created the person comes first.
+        users = sorted(
+            (pair for pair in ids if pair[0] == "user_id"), key=lambda pair: pair not in creators
+        )
         for kind, value in [*users, *creators, *ids]:
             row = self.conn.execute(
                 "SELECT person_id FROM identifiers WHERE kind = ? AND value = ?", (kind, value)
@@ -128,7 +146,7 @@ class PersonRemap:
                 return str(row[0])
         return None
 
-    def _move_enrollments(self, mapping: dict[str, str]) -> None:
+    def _move_enrollments(self, mapping: dict[str, str], owners: dict[object, str]) -> None:
         """Move enrollments row by row: a person has one open enrollment per rule and key, so
         an open one that meets another is ended instead."""
         rows = self.conn.execute(
@@ -141,9 +159,10 @@ class PersonRemap:
             [(f"remap:{enrollment_id}", enrollment_id) for enrollment_id, _ in rows],
         )
         for enrollment_id, old in rows:
+            new = owners.get(enrollment_id, mapping[old])
             moved = self.conn.execute(
                 "UPDATE OR IGNORE enrollments SET person_id = ? WHERE enrollment_id = ?",
-                (mapping[old], enrollment_id),
+                (new, enrollment_id),
             )
             if moved.rowcount:
                 continue
@@ -152,7 +171,7 @@ class PersonRemap:
                 " ended_at = coalesce(entered_at, started_at),"
                 " reason = 'identity rebuilt: the person has this rule open already'"
                 " WHERE enrollment_id = ?",
-                (mapping[old], enrollment_id),
+                (new, enrollment_id),
             )
             self.conn.execute("DELETE FROM timers WHERE enrollment_id = ?", (enrollment_id,))
 
