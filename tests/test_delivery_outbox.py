@@ -285,13 +285,36 @@ def test_messages_cli(tmp_path: Path):
     assert after["counts"]["pending"] == 2
     assert after["counts"]["dead"] == 0
 
+    with sqlite3.connect(root / "state.sqlite") as conn:
+        conn.execute(
+            "INSERT INTO identifiers (kind, value, person_id) VALUES ('user_id', 'u9', 'p9')"
+        )
+    unknown = subprocess.run(
+        headstart_command(
+            "messages",
+            "send",
+            "--channel",
+            "hooks",
+            "--person",
+            "nobody",
+            "--payload",
+            "{}",
+            "-d",
+            str(root),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unknown.returncode != 0
+    assert "no person 'nobody'" in unknown.stderr
     run_cli(
         "messages",
         "send",
         "--channel",
         "hooks",
         "--person",
-        "p9",
+        "u9",
         "--payload",
         '{"n": 2}',
         "-d",

@@ -27,6 +27,7 @@ from headstart.cli.tables import new_table
 from headstart.datadir import DataDir
 from headstart.delivery.outbox import STATUSES, OutboxStore
 from headstart.errors import HeadstartError, InvalidInput, NotFound
+from headstart.state.store import StateStore
 from headstart.timeutil import SystemClock, to_iso
 
 messages_app = typer.Typer(
@@ -120,24 +121,27 @@ def drop_messages(
 @messages_app.command("send")
 def send_message(
     channel: Annotated[str, typer.Option(help="Channel name from the plan's channels.")],
-    person: Annotated[str, typer.Option(help="Person id the message is for.")],
+    person: Annotated[
+        str, typer.Option(help="Person the message is for: person id, user id or anonymous id.")
+    ],
     payload: Annotated[
         str, typer.Option(help='Payload JSON, e.g. \'{"to": "a@b.example", "subject": "Hi"}\'.')
     ],
     data_dir: DataDirOption = DATA,
 ) -> None:
-    """Enqueue a one-off message (rule ``manual``) to try a channel's configuration."""
+    """Enqueue a one-off message (rule manual) to try a channel's configuration."""
+    person_id = _known_target(DataDir.existing(data_dir), channel, person)
     try:
         content = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise InvalidInput(f"--payload is not valid JSON: {exc}") from None
     if not isinstance(content, dict):
         raise InvalidInput("--payload must be a JSON object")
-    key = f"manual:{channel}:{person}:{uuid.uuid4().hex}"
+    key = f"manual:{channel}:{person_id}:{uuid.uuid4().hex}"
     with _outbox(data_dir) as outbox:
         outbox_id = outbox.enqueue(
             idempotency_key=key,
-            person_id=person,
+            person_id=person_id,
             rule="manual",
             step="send",
             channel=channel,
@@ -145,6 +149,22 @@ def send_message(
             created_at=SystemClock().now_us(),
         )
     console.print(f"enqueued outbox row {outbox_id}; the server's dispatcher sends it")
+
+
+def _known_target(directory: DataDir, channel: str, person: str) -> str:
+    """Return the person id of ``person``; fail on an unknown person or channel."""
+    plan = directory.load_plan()
+    if plan is not None and channel not in plan.channels:
+        known = ", ".join(plan.channels) or "none are configured"
+        raise InvalidInput(f"channel {channel!r} is not configured under channels ({known})")
+    store = StateStore(directory.state_path)
+    try:
+        person_id = store.find_person_id(person)
+    finally:
+        store.close()
+    if person_id is None:
+        raise NotFound(f"no person {person!r}; pass a person id, a user id or an anonymous id")
+    return person_id
 
 
 @messages_app.command("vapid-keys")
