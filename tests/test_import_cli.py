@@ -203,12 +203,36 @@ def test_renamed_copy_forced_in_is_not_doubled(data_dir, tmp_path):
 def test_file_with_no_valid_line_can_be_imported_again(data_dir, tmp_path):
     source = tmp_path / "orders.csv"
     source.write_text("customer,placed_at\nu7,2023-05-02T08:00:00Z\n")
-    common = ["--data-dir", str(data_dir.root), "--event", "Order Completed"]
-    failed = run_cli("import", str(source), *common, "--map", "userId=cust")
-    fixed = run_cli("import", str(source), *common, "--map", "userId=customer")
+    common = ["--data-dir", str(data_dir.root), "--map", "userId=customer"]
+    failed = run_cli("import", str(source), *common)  # a track import needs --event
+    fixed = run_cli("import", str(source), *common, "--event", "Order Completed")
 
     assert "0 events logged" in failed.stdout
     assert "1 events logged" in fixed.stdout
+
+
+def test_csv_mapping_to_missing_column_fails_once(data_dir, tmp_path):
+    source = tmp_path / "orders.csv"
+    source.write_text("customer,placed_at\nu7,2023-05-02T08:00:00Z\nu8,2023-05-02T09:00:00Z\n")
+    result = subprocess.run(
+        headstart_command(
+            "import",
+            str(source),
+            "--data-dir",
+            str(data_dir.root),
+            "--event",
+            "Paid",
+            "--map",
+            "userId=cust",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    message = " ".join(result.stderr.split())
+    assert result.returncode != 0
+    assert "--map names 'cust', which the CSV header (customer, placed_at) does not have" in message
+    assert "line 2" not in message
 
 
 def test_saved_funnel_rejects_changes_from_options(data_dir):

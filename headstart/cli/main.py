@@ -120,7 +120,9 @@ def import_file(
             else None
         )
         with progress_bar() as bar:
-            task = bar.add_task(f"importing {file.name}", total=count_lines(file))
+            # A CSV file's first line is its header, not an event.
+            lines = count_lines(file) - (1 if kind == "csv" else 0)
+            task = bar.add_task(f"importing {file.name}", total=max(lines, 0))
             report = run_import(
                 directory.log_path,
                 file,

@@ -106,6 +106,14 @@ def read_ndjson(path: Path) -> Iterator[tuple[int, Any]]:
 def read_csv(path: Path, mapping: CsvMapping) -> Iterator[tuple[int, Any]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
+        missing = [
+            column for column in mapping.fields.values() if column not in (reader.fieldnames or [])
+        ]
+        if missing:
+            raise InvalidInput(
+                f"--map names {', '.join(repr(c) for c in missing)}, which the CSV header "
+                f"({', '.join(reader.fieldnames or [])}) does not have"
+            )
         for number, row in enumerate(reader, start=2):
             # DictReader puts extra fields under the key None and fills missing ones with None.
             if None in row or None in row.values():
