@@ -708,3 +708,11 @@ def test_step_title_names_filters(step: dict[str, Any], title: str) -> None:
 )
 def test_cli_where_value(text: str, value: Any) -> None:
     assert _where(f"2:key={text}", 2) == (2, "key", value)
+
+
+def test_persons_json_times_are_utc_iso() -> None:
+    conn = warehouse([Event(1, "ann", "A", HOUR), Event(2, "ann", "B", 2 * HOUR)])
+    result = run_funnel(conn, spec_of("A", "B"), as_of=AS_OF, persons=PersonSelection(1, "reached"))
+    [person] = result.to_dict()["persons"]
+    assert person["entered_at"] == "1970-01-01T01:00:00.000Z"
+    assert person["last_step_at"] == "1970-01-01T02:00:00.000Z"

@@ -120,7 +120,9 @@ def _plain(value: Any) -> Any:
     if value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, pd.Timestamp):
-        return value.isoformat()
+        # Warehouse times are naive UTC; write them as every other instant of the API is.
+        utc = value.tz_convert("UTC") if value.tzinfo is not None else value
+        return to_iso(utc.value // 1000)
     return value
 
 
