@@ -15,6 +15,13 @@ def log_count(data_dir) -> int:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
+def refused(*args: str) -> str:
+    """Run the CLI, check that it failed, and return its error output on one line."""
+    result = subprocess.run(headstart_command(*args), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, result.stdout
+    return " ".join(result.stderr.split())
+
+
 def test_ndjson_keeps_valid_lines(data_dir, tmp_path):
     source = tmp_path / "events.ndjson"
     source.write_text(
@@ -88,17 +95,11 @@ def test_csv_mapping_errors_name_the_fix(data_dir, tmp_path):
     source = tmp_path / "orders.csv"
     source.write_text("customer,placed_at\nu7,2023-05-02T08:00:00Z\n")
 
-    result = subprocess.run(
-        headstart_command(
-            "import", str(source), "--data-dir", str(data_dir.root), "--map", "user=customer"
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    message = refused(
+        "import", str(source), "--data-dir", str(data_dir.root), "--map", "user=customer"
     )
 
-    assert result.returncode == 1
-    assert "'user' is not mappable; use one of userId" in result.stderr
+    assert "'user' is not mappable; use one of userId" in message
 
 
 @pytest.mark.parametrize(
@@ -113,14 +114,8 @@ def test_csv_mapping_errors_name_the_fix(data_dir, tmp_path):
 )
 def test_read_command_rejects_missing_data_dir(tmp_path, command):
     missing = tmp_path / "headstart-dta"
-    result = subprocess.run(
-        headstart_command(*command, "--data-dir", str(missing)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert "is not a headstart data directory" in result.stderr
+    message = refused(*command, "--data-dir", str(missing))
+    assert "is not a headstart data directory" in message
     assert not missing.exists()
 
 
@@ -140,23 +135,17 @@ def test_read_command_rejects_missing_data_dir(tmp_path, command):
     ],
 )
 def test_funnel_option_error_names_value(data_dir, option, message):
-    result = subprocess.run(
-        headstart_command(
-            "funnel",
-            "--step",
-            "Signed Up",
-            "--step",
-            "Paid",
-            *option,
-            "--data-dir",
-            str(data_dir.root),
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    message = refused(
+        "funnel",
+        "--step",
+        "Signed Up",
+        "--step",
+        "Paid",
+        *option,
+        "--data-dir",
+        str(data_dir.root),
     )
-    assert result.returncode != 0
-    assert message in " ".join(result.stderr.split())
+    assert message in message
 
 
 def test_csv_row_with_wrong_field_count_is_rejected(data_dir, tmp_path):
@@ -214,35 +203,22 @@ def test_file_with_no_valid_line_can_be_imported_again(data_dir, tmp_path):
 def test_csv_mapping_to_missing_column_fails_once(data_dir, tmp_path):
     source = tmp_path / "orders.csv"
     source.write_text("customer,placed_at\nu7,2023-05-02T08:00:00Z\nu8,2023-05-02T09:00:00Z\n")
-    result = subprocess.run(
-        headstart_command(
-            "import",
-            str(source),
-            "--data-dir",
-            str(data_dir.root),
-            "--event",
-            "Paid",
-            "--map",
-            "userId=cust",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    message = refused(
+        "import",
+        str(source),
+        "--data-dir",
+        str(data_dir.root),
+        "--event",
+        "Paid",
+        "--map",
+        "userId=cust",
     )
-    message = " ".join(result.stderr.split())
-    assert result.returncode != 0
     assert "--map names 'cust', which the CSV header (customer, placed_at) does not have" in message
     assert "line 2" not in message
 
 
 def test_saved_funnel_rejects_changes_from_options(data_dir):
-    result = subprocess.run(
-        headstart_command(
-            "funnel", "--name", "onboarding", "--window", "14d", "--data-dir", str(data_dir.root)
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
+    message = refused(
+        "funnel", "--name", "onboarding", "--window", "14d", "--data-dir", str(data_dir.root)
     )
-    assert result.returncode != 0
-    assert "--window cannot change a funnel given by --name" in " ".join(result.stderr.split())
+    assert "--window cannot change a funnel given by --name" in message
