@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from headstart.cli.analytics_render import _times_table
 from headstart.cli.render import render_person
 from headstart.cli.tables import (
     format_count,
@@ -135,3 +136,16 @@ def test_person_view_shows_merges() -> None:
     [line] = [line for line in printed_person(PERSON).splitlines() if "identify" in line]
     assert "anonymous_id=phone" in line
     assert "p2" in line
+
+
+def test_time_buckets_run_from_short_to_long() -> None:
+    rows = [
+        {"step": 2, "label": "B", "bucket": "5-15m", "lower_s": 300, "units": 2},
+        {"step": 2, "label": "B", "bucket": "< 1m", "lower_s": 0, "units": 0},
+        {"step": 3, "label": "C", "bucket": "< 1m", "lower_s": 0, "units": 1},
+        {"step": 3, "label": "C", "bucket": "1-4h", "lower_s": 3600, "units": 1},
+    ]
+    console = Console(width=200, record=True)
+    console.print(_times_table(rows))
+    header = next(line for line in console.export_text().splitlines() if "┃ step" in line)
+    assert header.index("< 1m") < header.index("5-15m") < header.index("1-4h")

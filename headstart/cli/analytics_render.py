@@ -97,7 +97,9 @@ def _breakdown_table(breakdown: dict[str, Any], rows: list[dict[str, Any]]) -> T
 
 def _times_table(rows: list[dict[str, Any]]) -> Table:
     """Time from the previous step: one row per step, one column per bucket that has units."""
-    buckets = list(dict.fromkeys(row["bucket"] for row in rows if row["units"]))
+    used = [row for row in rows if row["units"]]
+    # Columns from the shortest time to the longest, whichever step filled a bucket first.
+    buckets = list(dict.fromkeys(row["bucket"] for row in sorted(used, key=lambda r: r["lower_s"])))
     table = new_table(
         ("step", *buckets),
         numeric=buckets,
