@@ -64,7 +64,8 @@ def test_admin_merge_joins_two_user_ids(data_dir, tmp_path):
         != person(data_dir.root, "alice-work")["person_id"]
     )
 
-    run_cli(
+    other = person(data_dir.root, "alice-work")["person_id"]
+    output = run_cli(
         "admin",
         "merge",
         "alice",
@@ -73,8 +74,12 @@ def test_admin_merge_joins_two_user_ids(data_dir, tmp_path):
         "two accounts",
         "--data-dir",
         str(data_dir.root),
-    )
+    ).stdout
 
+    assert (
+        f"merged user_id:alice-work, person {other} (user_id alice-work), into alice"
+        in " ".join(output.split())
+    )
     merged = person(data_dir.root, "alice-work")
     assert merged["person_id"] == person(data_dir.root, "alice")["person_id"]
     assert merged["user_id"] == "alice"

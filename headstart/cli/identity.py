@@ -33,19 +33,24 @@ def merge(
     directory = DataDir.existing(data_dir)
     catch_up(directory, quiet=True)
     store = StateStore(directory.state_path)
-    record = merge_record(
-        resolve_identifier(store, into),
-        resolve_identifier(store, other),
-        reason,
-        SystemClock().now_us(),
-    )
+    into_id, other_id = resolve_identifier(store, into), resolve_identifier(store, other)
+    merged = _describe(store, other_id)
+    record = merge_record(into_id, other_id, reason, SystemClock().now_us())
     log = SQLiteEventLog(directory.log_path)
     log.append([record])
     log.close()
     catch_up(directory, quiet=True)
     console.print(
-        f"merged {other} into {into}; the merge log of `headstart person {into}` shows it"
+        f"merged {merged} into {into}; the merge log of `headstart person {into}` shows it"
     )
+
+
+def _describe(store: StateStore, identifier: tuple[str, str]) -> str:
+    """Name the person an identifier belongs to, with its user id, for a merge message."""
+    person_id = store.person_of(*identifier)
+    user_ids = [value for kind, value in store.identifiers_of(person_id or "") if kind == "user_id"]
+    owner = f" (user_id {user_ids[0]})" if user_ids else " (no user id)"
+    return f"{identifier[0]}:{identifier[1]}, person {person_id}{owner},"
 
 
 def separate(
