@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from headstart.api.persons import person_view
-from headstart.delivery.outbox import Outcome, OutboxStore
+from headstart.delivery.outbox import OutboxStore, Outcome
 from headstart.timeutil import MICROS_PER_DAY, MICROS_PER_HOUR
 from tests.helpers.pipeline import alias, identify, track
 from tests.helpers.triggers import TriggerWorld, at, plan_with
