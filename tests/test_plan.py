@@ -338,6 +338,7 @@ def test_plan_check_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "valid; 2 milestones" in result.stdout
     assert "activation = created_project + invited_team within 7 days" in result.stdout
+    assert "0 segments, 0 funnels, 0 channels, 0 trigger rules" in result.stdout
 
 
 def test_plan_check_lists_every_problem(tmp_path: Path) -> None:

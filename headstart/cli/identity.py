@@ -67,5 +67,9 @@ def separate(
     store = StateStore(directory.state_path)
     a, b = resolve_identifier(store, first), resolve_identifier(store, second)
     Separations(connect(directory.log_path)).add(a, b, reason, SystemClock().now_us())
+    apart = f"{a[0]}:{a[1]} and {b[0]}:{b[1]} are kept apart"
+    if directory.running_server_url() is not None:
+        console.print(f"{apart}; the server rebuilds state from the log within seconds")
+        return
     catch_up(directory)
-    console.print(f"{a[0]}:{a[1]} and {b[0]}:{b[1]} are kept apart; state was rebuilt")
+    console.print(f"{apart}; state was rebuilt")

@@ -260,12 +260,16 @@ def sources_revoke(name: str, data_dir: DataDirOption = DATA) -> None:
 def plan_check(file: Path) -> None:
     """Validate a plan file and list every problem with its line."""
     plan = load_plan(file)
+    rules = len(plan.triggers.rules) if plan.triggers is not None else 0
     console.print(
         escape(
             f"{file}: valid; {len(plan.milestones)} milestones, activation = "
-            f"{' + '.join(plan.activation.milestones)} within {plan.activation.within_days:g} days"
+            f"{' + '.join(plan.activation.milestones)} within {plan.activation.within_days:g} days; "
+            f"{len(plan.segments)} segments, {len(plan.funnels)} funnels, "
+            f"{len(plan.channels)} channels, {rules} trigger rules"
         ),
         soft_wrap=True,
+        highlight=False,
     )
 
 
