@@ -566,6 +566,9 @@ def test_partial_batch_keeps_valid_events(
     assert view["event_counts"] == {"Page Viewed": 1, "Signed Up": 1}
     assert {event["message_id"] for event in view["recent_events"]} >= {f"{user}-0", f"{user}-5"}
     assert len(view["recent_events"]) == 3
+    [page] = [event for event in view["recent_events"] if event["type"] == "page"]
+    assert page["event"] == "Page Viewed"
+    assert page["properties"]["name"] == "Pricing"
 
 
 @pytest.mark.parametrize("sent_at", ["yesterday", 1714989600])

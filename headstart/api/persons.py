@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from headstart.errors import NotFound
+from headstart.events import counted_name
 from headstart.log.base import EventLog
 from headstart.onboarding.state import compute_state
 from headstart.plan.model import Plan
@@ -51,7 +52,9 @@ def person_view(
             {
                 "seq": event.seq,
                 "type": event.type,
-                "event": event.event,
+                # Page and screen calls under the names funnels and event_counts use; the
+                # page name is in properties.name.
+                "event": counted_name(event.type, event.event),
                 "timestamp": to_iso(event.timestamp),
                 "received_at": to_iso(event.received_at),
                 "message_id": event.message_id,
