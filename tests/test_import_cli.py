@@ -189,7 +189,7 @@ def test_renamed_copy_forced_in_is_not_doubled(data_dir, tmp_path):
     assert log_count(data_dir) == 2
 
 
-def test_file_with_no_valid_line_can_be_imported_again(data_dir, tmp_path):
+def test_invalid_file_can_be_reimported(data_dir, tmp_path):
     source = tmp_path / "orders.csv"
     source.write_text("customer,placed_at\nu7,2023-05-02T08:00:00Z\n")
     common = ["--data-dir", str(data_dir.root), "--map", "userId=customer"]

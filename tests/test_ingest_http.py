@@ -572,7 +572,7 @@ def test_partial_batch_keeps_valid_events(
 
 
 @pytest.mark.parametrize("sent_at", ["yesterday", 1714989600])
-def test_bad_batch_sent_at_rejects_only_events_needing_it(
+def test_bad_batch_sent_at_partly_rejected(
     http: httpx.Client, live: HeadstartServer, sent_at: object
 ) -> None:
     user = unique("sent-at")

@@ -159,7 +159,7 @@ def test_wait_for_branches(tmp_path: Path, project_at: int | None, steps: list[s
 
 def test_wait_for_late_event_seen_early_loses(tmp_path: Path) -> None:
     """An event stamped after the deadline takes the timeout branch, even when the processor
-    sees it before its clock reaches the deadline."""
+    handles it before its clock reaches the deadline."""
     start = at("2024-05-06T10:00:00Z")
     w = world(tmp_path, WAIT_FOR, start)
     w.send(*signed_up("u1", start))

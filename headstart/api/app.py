@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 class JsonByDefault:
     """Read the REST API's request bodies as JSON when they come with curl's form type.
 
-    ``curl -d`` sends ``application/x-www-form-urlencoded``; every ``/api/`` body is JSON, as
-    the ingest routes read theirs whatever the header says.
+    ``curl -d`` sends ``application/x-www-form-urlencoded``, but every ``/api/`` body is JSON.
+    The ingest routes likewise read JSON whatever the Content-Type header.
     """
 
     def __init__(self, app: ASGIApp):

@@ -128,7 +128,7 @@ class InboxStore:
         """Return the person of ``user_id`` followed by the persons merged into it.
 
         Raises ``Overloaded`` while a rebuild has not yet moved messages to new person ids,
-        because until then an id may name somebody else.
+        because until then an id may name another person.
         """
         with self._lock:
             if self._conn.execute("SELECT 1 FROM meta WHERE key = ?", (REMAP_AT_KEY,)).fetchone():

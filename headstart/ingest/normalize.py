@@ -199,8 +199,8 @@ def _check_depth(value: Any, max_depth: int) -> None:
             stack.extend((child, depth + 1) for child in item if isinstance(child, (dict, list)))
 
 
-# Pydantic reports an id that is neither a string nor an integer once per member of the
-# union, under locations such as ("userId", "str"); they are shown as one problem.
+# Pydantic reports an id of the wrong type once per member of the union, under locations such
+# as ("userId", "str"). The message combines them into one problem.
 _UNION_MEMBERS = frozenset(("str", "int"))
 
 

@@ -9,7 +9,7 @@ from headstart.timeutil import MICROS_PER_SECOND
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-# The longest wait, window, cooldown or look-back period a plan may set.
+# The maximum wait, window, cooldown or look-back period a plan may set.
 MAX_DURATION_US = 3650 * 86_400 * MICROS_PER_SECOND
 
 

@@ -77,7 +77,7 @@ class PersonRemap:
     def apply(self, event_ids: EventIds | None = None) -> dict[str, str]:
         """Move the rows of every person whose id changed; return {old id: new id}.
 
-        ``event_ids`` reads the ids of logged events; with it, the rows of a person that the
+        ``event_ids`` reads the ids of logged events. With it, the rows of a person that the
         rebuild split go to the person of the event that started each row.
         """
         mapping = self._mapping()

@@ -205,7 +205,7 @@ CREATE INDEX IF NOT EXISTS trigger_emits_pending ON trigger_emits (created_at)
 """
 
 # Meta key present while a rebuild still has to move trigger and delivery rows to new person
-# ids (headstart.state.remap); the in-app API waits until it is gone.
+# ids (headstart.state.remap). The in-app API answers 503 until it is gone.
 REMAP_AT_KEY = "rebuild_remap_at"
 
 # Tables emptied when the state is rebuilt from the log. The outbox, inbox and push

@@ -3,7 +3,7 @@
 A rule has one entry: an event, the absence of an event within a window, a stall before the
 next milestone, a trait change, or entering a segment. It adds optional entry conditions, a
 list of steps (waits, branches and actions), exits and goals, a re-entry policy and a priority.
-Entries, steps and conditions are written as small mappings whose first key says what they
+Entries, steps and conditions are written as small mappings whose first key names what they
 are, for example ``{send: email, template: welcome}`` or ``{wait: 2h}``. Each model checks that
 it holds the keys of exactly one kind, so a stray key is reported instead of ignored.
 

@@ -1,4 +1,4 @@
-"""How a person enters a rule: an event, an absence, a stall, a trait change or a segment."""
+"""Rule entries: an event, an absence, a stall, a trait change or a segment."""
 
 from __future__ import annotations
 
